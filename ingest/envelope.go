@@ -1,6 +1,10 @@
 package ingest
 
-import "time"
+import (
+	"time"
+
+	"github.com/google/uuid"
+)
 
 // Envelope is what an adapter (milter, deliver, import) knows about a message
 // besides its bytes. Adapters fill what they have; zero values mean unknown.
@@ -26,3 +30,26 @@ type Envelope struct {
 	ReceivedAt time.Time // zero means now
 	Protocol   string    // "email" when empty
 }
+
+// Result says what Ingest stored: one Delivery per hosted user the message
+// reached (several recipients may resolve to one user: stored once).
+type Result struct {
+	Deliveries []Delivery
+}
+
+// Delivery is the message as stored for one user.
+type Delivery struct {
+	UserID         uuid.UUID
+	MessageID      uuid.UUID // store.Message.ID
+	ConversationID uuid.UUID
+	Created        bool // false: this exact message was already stored (a retry or duplicate)
+}
+
+// The ingest entry point, implemented in ingest.go:
+//
+//	func (in *Ingester) Ingest(ctx context.Context, env Envelope, raw []byte) (Result, error)
+//
+// An error means nothing may be acknowledged to the sender: adapters turn it
+// into a 4xx (milter) or EX_TEMPFAIL (deliver). Errors wrapping
+// store.ErrUnavailable are temporary; a message that cannot be parsed is
+// never an error (it is stored as received).
