@@ -1,0 +1,397 @@
+// Package config loads Caliopen's configuration: built-in defaults, then one
+// TOML file, then CALIOPEN_* environment variables, then --set flags. Every
+// key has the same name in all four places (see contrib/caliopen.toml).
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"reflect"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+)
+
+// Config is the whole configuration. The toml tags are the key names.
+type Config struct {
+	DataDir   string `toml:"data_dir"`
+	LogLevel  string `toml:"log_level"`
+	LogFormat string `toml:"log_format"`
+
+	Store    Store    `toml:"store"`
+	Milter   Milter   `toml:"milter"`
+	Lookupd  Lookupd  `toml:"lookupd"`
+	API      API      `toml:"api"`
+	DNS      DNS      `toml:"dns"`
+	Verify   Verify   `toml:"verify"`
+	Operator Operator `toml:"operator"`
+}
+
+type Store struct {
+	Engine    string    `toml:"engine"` // "embedded" or "cassandra"
+	Path      string    `toml:"path"`   // embedded file; default DATA_DIR/caliopen.db
+	Cassandra Cassandra `toml:"cassandra"`
+}
+
+type Cassandra struct {
+	Hosts          []string `toml:"hosts"`
+	Keyspace       string   `toml:"keyspace"`
+	Replication    string   `toml:"replication"`
+	Consistency    string   `toml:"consistency"`
+	Timeout        Duration `toml:"timeout"`
+	ConnectTimeout Duration `toml:"connect_timeout"`
+	Username       string   `toml:"username"`
+	Password       string   `toml:"password"`
+}
+
+type Milter struct {
+	Listen         string `toml:"listen"`
+	MaxMessageSize Size   `toml:"max_message_size"`
+}
+
+type Lookupd struct {
+	Socketmap string `toml:"socketmap"`
+	// TCPTable maps a listen address to the one map it serves (tcp_table has no map name).
+	TCPTable           map[string]string `toml:"tcp_table"`
+	RecipientDelimiter string            `toml:"recipient_delimiter"`
+}
+
+type API struct {
+	Listen     string     `toml:"listen"`
+	TokenTTL   Duration   `toml:"token_ttl"`
+	MaxBody    Size       `toml:"max_body"`
+	Submission Submission `toml:"submission"`
+}
+
+type Submission struct {
+	Address  string `toml:"address"`
+	Username string `toml:"username"`
+	Password string `toml:"password"`
+	StartTLS bool   `toml:"starttls"`
+}
+
+type DNS struct {
+	Server  string   `toml:"server"` // host:port of a resolver used for DKIM, SPF, DMARC
+	Timeout Duration `toml:"timeout"`
+}
+
+type Verify struct {
+	TrustSpamHeaders  bool     `toml:"trust_spam_headers"`
+	TrustedARCSealers []string `toml:"trusted_arc_sealers"`
+}
+
+type Operator struct {
+	Listen string `toml:"listen"` // health and metrics; keep it off public interfaces
+}
+
+// Default returns the configuration used when nothing else is given: an
+// embedded store under ./caliopen-data, every role on loopback.
+func Default() Config {
+	return Config{
+		DataDir:   "caliopen-data",
+		LogLevel:  "info",
+		LogFormat: "text",
+		Store: Store{
+			Engine: "embedded",
+			Cassandra: Cassandra{
+				Hosts:          []string{"127.0.0.1:9042"},
+				Keyspace:       "caliopen",
+				Replication:    "{'class': 'SimpleStrategy', 'replication_factor': 1}",
+				Consistency:    "QUORUM",
+				Timeout:        Duration(5 * time.Second),
+				ConnectTimeout: Duration(5 * time.Second),
+			},
+		},
+		Milter:  Milter{Listen: "127.0.0.1:10027", MaxMessageSize: 50 << 20},
+		Lookupd: Lookupd{Socketmap: "127.0.0.1:10026", RecipientDelimiter: "+"},
+		API: API{
+			Listen:     "127.0.0.1:8080",
+			TokenTTL:   Duration(30 * 24 * time.Hour),
+			MaxBody:    25 << 20,
+			Submission: Submission{Address: "127.0.0.1:25"},
+		},
+		DNS:      DNS{Server: "127.0.0.1:53", Timeout: Duration(3 * time.Second)},
+		Operator: Operator{Listen: "127.0.0.1:9465"},
+	}
+}
+
+// Load builds the configuration from defaults, the file at path (skipped when
+// path is ""), the environment (CALIOPEN_STORE_ENGINE=…) and sets ("store.engine=…").
+func Load(path string, environ []string, sets []string) (Config, error) {
+	c := Default()
+	if path != "" {
+		raw, err := os.ReadFile(path)
+		if err != nil {
+			return c, fmt.Errorf("config: %w", err)
+		}
+		md, err := toml.Decode(string(raw), &c)
+		if err != nil {
+			var pe toml.ParseError
+			if errors.As(err, &pe) {
+				return c, fmt.Errorf("config %s:%d: %s", path, pe.Position.Line, pe.Message)
+			}
+			return c, fmt.Errorf("config %s: %w", path, err)
+		}
+		if und := md.Undecoded(); len(und) > 0 {
+			key := und[0].String()
+			return c, fmt.Errorf("config %s:%d: unknown key %q", path, lineOf(string(raw), und[0][len(und[0])-1]), key)
+		}
+	}
+	for _, kv := range environ {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || !strings.HasPrefix(k, "CALIOPEN_") {
+			continue
+		}
+		key, ok := envKeys()[k]
+		if !ok {
+			return c, fmt.Errorf("config: environment variable %s names no configuration key", k)
+		}
+		if err := Set(&c, key, v); err != nil {
+			return c, fmt.Errorf("config: environment %s: %w", k, err)
+		}
+	}
+	for _, kv := range sets {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok {
+			return c, fmt.Errorf("config: --set %q: want key=value", kv)
+		}
+		if err := Set(&c, strings.TrimSpace(k), v); err != nil {
+			return c, fmt.Errorf("config: --set %s: %w", k, err)
+		}
+	}
+	if c.Store.Path == "" {
+		c.Store.Path = filepath.Join(c.DataDir, "caliopen.db")
+	}
+	return c, c.Validate()
+}
+
+// Validate checks every value and names the key at fault.
+func (c Config) Validate() error {
+	var errs []error
+	bad := func(key, format string, a ...any) {
+		errs = append(errs, fmt.Errorf("config: %s: %s", key, fmt.Sprintf(format, a...)))
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("log_level", "must be debug, info, warn or error, not %q", c.LogLevel)
+	}
+	switch c.LogFormat {
+	case "text", "json":
+	default:
+		bad("log_format", "must be text or json, not %q", c.LogFormat)
+	}
+	switch c.Store.Engine {
+	case "embedded":
+		if c.Store.Path == "" {
+			bad("store.path", "must not be empty")
+		}
+	case "cassandra":
+		if len(c.Store.Cassandra.Hosts) == 0 {
+			bad("store.cassandra.hosts", "needs at least one host")
+		}
+		if !regexp.MustCompile(`^[a-z][a-z0-9_]{0,47}$`).MatchString(c.Store.Cassandra.Keyspace) {
+			bad("store.cassandra.keyspace", "%q is not a valid keyspace name (lowercase letters, digits, _)", c.Store.Cassandra.Keyspace)
+		}
+		switch strings.ToUpper(c.Store.Cassandra.Consistency) {
+		case "ONE", "TWO", "THREE", "QUORUM", "ALL", "LOCAL_QUORUM", "EACH_QUORUM", "LOCAL_ONE":
+		default:
+			bad("store.cassandra.consistency", "unknown consistency level %q", c.Store.Cassandra.Consistency)
+		}
+	default:
+		bad("store.engine", "must be embedded or cassandra, not %q", c.Store.Engine)
+	}
+	for key, addr := range map[string]string{
+		"milter.listen": c.Milter.Listen, "lookupd.socketmap": c.Lookupd.Socketmap,
+		"api.listen": c.API.Listen, "operator.listen": c.Operator.Listen,
+		"dns.server": c.DNS.Server, "api.submission.address": c.API.Submission.Address,
+	} {
+		if addr == "" && (key == "lookupd.socketmap") {
+			continue // socketmap may be off when only tcp_table is used
+		}
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			bad(key, "%q is not host:port", addr)
+		}
+	}
+	for addr, name := range c.Lookupd.TCPTable {
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			bad("lookupd.tcp_table", "%q is not host:port", addr)
+		}
+		switch name {
+		case "domains", "mailboxes", "aliases", "senders":
+		default:
+			bad("lookupd.tcp_table", "%s: unknown map %q (domains, mailboxes, aliases or senders)", addr, name)
+		}
+	}
+	if len(c.Lookupd.RecipientDelimiter) > 1 {
+		bad("lookupd.recipient_delimiter", "must be one character or empty, not %q", c.Lookupd.RecipientDelimiter)
+	}
+	if c.Milter.MaxMessageSize <= 0 {
+		bad("milter.max_message_size", "must be positive")
+	}
+	if c.API.TokenTTL <= 0 {
+		bad("api.token_ttl", "must be positive")
+	}
+	return errors.Join(errs...)
+}
+
+// lineOf finds the first line that defines key, for error messages.
+func lineOf(src, key string) int {
+	re := regexp.MustCompile(`(?m)^\s*"?` + regexp.QuoteMeta(key) + `"?\s*=`)
+	if loc := re.FindStringIndex(src); loc != nil {
+		return strings.Count(src[:loc[0]], "\n") + 1
+	}
+	return 0
+}
+
+// Keys lists every settable key ("store.cassandra.hosts", …).
+func Keys() []string {
+	var keys []string
+	walk(reflect.ValueOf(&Config{}).Elem(), "", func(key string, _ reflect.Value) { keys = append(keys, key) })
+	return keys
+}
+
+func envKeys() map[string]string {
+	m := map[string]string{}
+	for _, k := range Keys() {
+		m["CALIOPEN_"+strings.ToUpper(strings.ReplaceAll(k, ".", "_"))] = k
+	}
+	return m
+}
+
+func walk(v reflect.Value, prefix string, fn func(string, reflect.Value)) {
+	t := v.Type()
+	for i := range t.NumField() {
+		name := t.Field(i).Tag.Get("toml")
+		key := name
+		if prefix != "" {
+			key = prefix + "." + name
+		}
+		f := v.Field(i)
+		if f.Kind() == reflect.Struct {
+			walk(f, key, fn)
+			continue
+		}
+		fn(key, f)
+	}
+}
+
+// Set assigns one key from its text form: lists are comma-separated, maps
+// are comma-separated k=v pairs, durations like "5s", sizes like "50MB".
+func Set(c *Config, key, value string) error {
+	var target reflect.Value
+	walk(reflect.ValueOf(c).Elem(), "", func(k string, v reflect.Value) {
+		if k == key {
+			target = v
+		}
+	})
+	if !target.IsValid() {
+		return fmt.Errorf("unknown key %q", key)
+	}
+	if u, ok := target.Addr().Interface().(interface{ UnmarshalText([]byte) error }); ok {
+		if err := u.UnmarshalText([]byte(value)); err != nil {
+			return fmt.Errorf("%s: %w", key, err)
+		}
+		return nil
+	}
+	switch target.Kind() {
+	case reflect.String:
+		target.SetString(value)
+	case reflect.Bool:
+		b, err := strconv.ParseBool(value)
+		if err != nil {
+			return fmt.Errorf("%s: %q is not true or false", key, value)
+		}
+		target.SetBool(b)
+	case reflect.Slice:
+		var list []string
+		for s := range strings.SplitSeq(value, ",") {
+			if s = strings.TrimSpace(s); s != "" {
+				list = append(list, s)
+			}
+		}
+		target.Set(reflect.ValueOf(list))
+	case reflect.Map:
+		m := map[string]string{}
+		for s := range strings.SplitSeq(value, ",") {
+			k, v, ok := strings.Cut(strings.TrimSpace(s), "=")
+			if !ok {
+				return fmt.Errorf("%s: %q: want address=map", key, s)
+			}
+			m[k] = v
+		}
+		target.Set(reflect.ValueOf(m))
+	default:
+		return fmt.Errorf("%s: cannot be set from text", key)
+	}
+	return nil
+}
+
+// Duration is a time.Duration written as "5s", "720h".
+type Duration time.Duration
+
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return fmt.Errorf("%q is not a duration like 5s or 2h", b)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+func (d Duration) MarshalText() ([]byte, error) { return []byte(time.Duration(d).String()), nil }
+
+// Size is a byte count written as "50MB", "512KB" or a plain number (powers of 1024).
+type Size int64
+
+func (s *Size) UnmarshalText(b []byte) error {
+	txt := strings.ToUpper(strings.TrimSpace(string(b)))
+	mult := int64(1)
+	for _, u := range []struct {
+		suffix string
+		m      int64
+	}{{"GB", 1 << 30}, {"MB", 1 << 20}, {"KB", 1 << 10}, {"B", 1}} {
+		if strings.HasSuffix(txt, u.suffix) {
+			txt, mult = strings.TrimSpace(strings.TrimSuffix(txt, u.suffix)), u.m
+			break
+		}
+	}
+	n, err := strconv.ParseInt(txt, 10, 64)
+	if err != nil || n < 0 {
+		return fmt.Errorf("%q is not a size like 50MB", b)
+	}
+	*s = Size(n * mult)
+	return nil
+}
+
+func (s Size) MarshalText() ([]byte, error) { return []byte(strconv.FormatInt(int64(s), 10)), nil }
+
+// Get returns one key's value as text; secrets (keys ending in "password")
+// are masked so the output is safe to paste into a bug report.
+func Get(c Config, key string) (string, bool) {
+	var out string
+	var found bool
+	walk(reflect.ValueOf(&c).Elem(), "", func(k string, v reflect.Value) {
+		if k != key {
+			return
+		}
+		found = true
+		if strings.HasSuffix(k, "password") && v.String() != "" {
+			out = "********"
+			return
+		}
+		if m, ok := v.Interface().(interface{ MarshalText() ([]byte, error) }); ok {
+			b, _ := m.MarshalText()
+			out = string(b)
+			return
+		}
+		out = fmt.Sprint(v.Interface())
+	})
+	return out, found
+}

@@ -1,0 +1,107 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestExampleIsTheDefault(t *testing.T) {
+	got, err := Load("../../contrib/caliopen.toml", nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Default()
+	want.Store.Path = filepath.Join(want.DataDir, "caliopen.db")
+	got.Lookupd.TCPTable = nil
+	got.Verify.TrustedARCSealers = nil
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("contrib/caliopen.toml differs from the defaults:\n got %+v\nwant %+v", got, want)
+	}
+}
+
+func TestNoFile(t *testing.T) {
+	c, err := Load("", nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Store.Engine != "embedded" || c.Store.Path != filepath.Join("caliopen-data", "caliopen.db") {
+		t.Fatalf("defaults: %+v", c.Store)
+	}
+}
+
+func TestPrecedence(t *testing.T) {
+	f := filepath.Join(t.TempDir(), "c.toml")
+	os.WriteFile(f, []byte("[store]\nengine = \"cassandra\"\n[store.cassandra]\nkeyspace = \"fromfile\"\n"), 0o600)
+	c, err := Load(f,
+		[]string{"CALIOPEN_STORE_CASSANDRA_KEYSPACE=fromenv", "CALIOPEN_STORE_CASSANDRA_HOSTS=a:1, b:2", "HOME=/x"},
+		[]string{"store.cassandra.timeout=9s", "lookupd.tcp_table=127.0.0.1:1=domains"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Store.Engine != "cassandra" || c.Store.Cassandra.Keyspace != "fromenv" {
+		t.Fatalf("precedence: %+v", c.Store)
+	}
+	if !reflect.DeepEqual(c.Store.Cassandra.Hosts, []string{"a:1", "b:2"}) {
+		t.Fatalf("hosts %v", c.Store.Cassandra.Hosts)
+	}
+	if time.Duration(c.Store.Cassandra.Timeout) != 9*time.Second {
+		t.Fatalf("timeout %v", c.Store.Cassandra.Timeout)
+	}
+	if c.Lookupd.TCPTable["127.0.0.1:1"] != "domains" {
+		t.Fatalf("tcp_table %v", c.Lookupd.TCPTable)
+	}
+}
+
+func TestErrorsNameLineAndKey(t *testing.T) {
+	cases := []struct {
+		file, want string
+		env, sets  []string
+	}{
+		{file: "log_level = \"info\"\n\n[store]\nengin = \"x\"\n", want: `:4: unknown key "store.engin"`},
+		{file: "log_level = \n", want: "c.toml:1:"},
+		{file: "[store]\nengine = \"mysql\"\n", want: `store.engine: must be embedded or cassandra, not "mysql"`},
+		{file: "[milter]\nmax_message_size = \"lots\"\n", want: `"lots" is not a size`},
+		{file: "[milter]\nlisten = \"nowhere\"\n", want: `milter.listen: "nowhere" is not host:port`},
+		{env: []string{"CALIOPEN_NOPE=1"}, want: "CALIOPEN_NOPE names no configuration key"},
+		{sets: []string{"api.token_ttl=soon"}, want: `"soon" is not a duration`},
+		{sets: []string{"lookupd.tcp_table=127.0.0.1:1=users"}, want: `unknown map "users"`},
+	}
+	for _, tc := range cases {
+		path := ""
+		if tc.file != "" {
+			path = filepath.Join(t.TempDir(), "c.toml")
+			os.WriteFile(path, []byte(tc.file), 0o600)
+		}
+		_, err := Load(path, tc.env, tc.sets)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("Load(%q, %v, %v) error = %v, want it to contain %q", tc.file, tc.env, tc.sets, err, tc.want)
+		}
+	}
+}
+
+func TestSize(t *testing.T) {
+	for in, want := range map[string]Size{"10": 10, "2KB": 2048, "50MB": 50 << 20, "1gb": 1 << 30} {
+		var s Size
+		if err := s.UnmarshalText([]byte(in)); err != nil || s != want {
+			t.Errorf("Size(%q) = %d, %v; want %d", in, s, err, want)
+		}
+	}
+}
+
+func TestGetMasksSecrets(t *testing.T) {
+	c := Default()
+	c.Store.Cassandra.Password = "hunter2"
+	if v, ok := Get(c, "store.cassandra.password"); !ok || v != "********" {
+		t.Fatalf("password shown as %q", v)
+	}
+	if v, _ := Get(c, "milter.max_message_size"); v != "52428800" {
+		t.Fatalf("size shown as %q", v)
+	}
+	if _, ok := Get(c, "nope"); ok {
+		t.Fatal("unknown key found")
+	}
+}

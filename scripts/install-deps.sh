@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs what the test suite needs on a fresh Debian machine (as root):
+# Postfix and an SMTP client, GnuPG, Java for the npm-packaged Cassandra,
+# systemd-analyze for the unit files, and the Go modules. Idempotent.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v postfix >/dev/null || [ -x /usr/sbin/postfix ] || need+=(postfix)
+command -v swaks >/dev/null || need+=(swaks libnet-ssleay-perl)
+command -v gpg >/dev/null || need+=(gnupg)
+command -v java >/dev/null || need+=(openjdk-17-jre-headless)
+command -v npm >/dev/null || need+=(npm)
+command -v systemd-analyze >/dev/null || need+=(systemd)
+
+if [ ${#need[@]} -gt 0 ]; then
+  echo "install-deps: apt-get install ${need[*]}"
+  # Postfix asks what kind of mail system this is; our tests run private
+  # instances with their own configuration, so the system one stays unconfigured.
+  echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+go mod download
