@@ -29,6 +29,12 @@ type Envelope struct {
 
 	ReceivedAt time.Time // zero means now
 	Protocol   string    // "email" when empty
+
+	// OwnReceived is the number of topmost Received: fields our own MTA
+	// added, which are not upstream hops (fact T3): 0 for the milter (Postfix
+	// does not pass its own Received header to it), usually 1 for
+	// `caliopen deliver` run as a Postfix pipe transport.
+	OwnReceived int
 }
 
 // Result says what Ingest stored: one Delivery per hosted user the message

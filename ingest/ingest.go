@@ -1,0 +1,323 @@
+// Package ingest is the single path every message takes into the store,
+// whatever brought it (the milter, `caliopen deliver`, an import, the API
+// storing a sent message): parse, resolve participants to contacts, assign
+// the conversation, gather security facts, compute the message PI, write
+// idempotently.
+//
+// # Robustness
+//
+// A message that cannot be parsed is never an error and is never lost: its
+// raw bytes are stored whole and byte-identical, and the message carries
+// whatever could be read (Security.ParseProblems says what could not).
+//
+// # Idempotency
+//
+// The dedup key of a delivery is "in:" + the hex SHA-256 of the raw bytes
+// (the blob hash); a message the user sent is "out:" + the same. The key is
+// stable across Postfix retries: the queue id changes but the bytes the
+// milter sees do not (Postfix's own Received header is not passed to the
+// milter; an adapter must not add per-attempt headers either). A sender's
+// duplicate with the same bytes is stored once; one with different bytes
+// (e.g. re-signed) is a different message. Message-ID is not used because it
+// is optional, forgeable, and shared by a list copy and a direct copy that
+// differ in content. The store makes (user, key) unique, also under
+// concurrent delivery.
+package ingest
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/caliopen/caliopen/resolve"
+	"github.com/caliopen/caliopen/store"
+)
+
+// Ingester stores messages. Its fields are read only once it is in use; one
+// Ingester serves concurrent calls.
+type Ingester struct {
+	Store store.Store
+	// Resolver expands envelope recipients to hosted users and tells which
+	// participant addresses are the user's own. Required by Ingest.
+	Resolver *resolve.Resolver
+	// Verifier checks authenticity (DKIM, SPF, DMARC, OpenPGP); nil keeps
+	// only what ingest sees itself.
+	Verifier Verifier
+	// Log defaults to slog.Default().
+	Log *slog.Logger
+	// Now defaults to time.Now.
+	Now func() time.Time
+}
+
+func (in *Ingester) log() *slog.Logger {
+	if in.Log != nil {
+		return in.Log
+	}
+	return slog.Default()
+}
+
+func (in *Ingester) now() time.Time {
+	if in.Now != nil {
+		return in.Now()
+	}
+	return time.Now()
+}
+
+// dedupKey is the idempotency key of a message in one user's mailbox.
+func dedupKey(inbound bool, rawHash string) string {
+	if inbound {
+		return "in:" + rawHash
+	}
+	return "out:" + rawHash
+}
+
+// msTime is t in UTC at millisecond precision (Cassandra's).
+func msTime(t time.Time) time.Time {
+	return t.UTC().Truncate(time.Millisecond)
+}
+
+// Ingest stores raw for every hosted user its envelope recipients reach.
+// Recipients that are not hosted are ignored; when none is, the Result is
+// empty and the error nil. Any store failure is returned (wrapped): the
+// caller must then acknowledge nothing (4xx); a retry is safe since delivery
+// is idempotent. A message that cannot be parsed is not an error.
+func (in *Ingester) Ingest(ctx context.Context, env Envelope, raw []byte) (Result, error) {
+	if in.Store == nil || in.Resolver == nil {
+		return Result{}, fmt.Errorf("ingest: Ingester needs a Store and a Resolver: %w", store.ErrInvalid)
+	}
+	users, err := in.recipients(ctx, env.Recipients)
+	if err != nil {
+		return Result{}, err
+	}
+	if len(users) == 0 {
+		in.log().Debug("ingest: no hosted recipient", "queue_id", env.QueueID, "recipients", env.Recipients)
+		return Result{}, nil
+	}
+	m, err := in.prepare(ctx, raw, env.OwnReceived)
+	if err != nil {
+		return Result{}, err
+	}
+	at := env.ReceivedAt
+	if at.IsZero() {
+		at = in.now()
+	}
+	m.at = msTime(at)
+	m.env = env
+	m.inbound = true
+	m.protocol = env.Protocol
+	if m.protocol == "" {
+		m.protocol = "email"
+	}
+	own := newOwnership(in)
+	var res Result
+	for _, u := range users {
+		d, err := in.deliver(ctx, u, m, own, nil)
+		if err != nil {
+			return Result{}, err
+		}
+		res.Deliveries = append(res.Deliveries, d)
+	}
+	if len(m.parsed.Problems) > 0 {
+		in.log().Info("ingest: stored with parse problems", "queue_id", env.QueueID, "raw", m.hash, "problems", len(m.parsed.Problems))
+	}
+	return res, nil
+}
+
+// StoreSent stores a message the user sent (Inbound=false, read) in the
+// conversation with its recipients. recipients are the envelope recipients
+// (they include Bcc recipients absent from the header); nil means those of
+// the header. Storing the same bytes again returns the stored message.
+func (in *Ingester) StoreSent(ctx context.Context, userID uuid.UUID, raw []byte, recipients []string) (Delivery, error) {
+	if in.Store == nil {
+		return Delivery{}, fmt.Errorf("ingest: Ingester needs a Store: %w", store.ErrInvalid)
+	}
+	m, err := in.prepare(ctx, raw, 0)
+	if err != nil {
+		return Delivery{}, err
+	}
+	m.at = msTime(in.now())
+	m.protocol = "email"
+	return in.deliver(ctx, userID, m, newOwnership(in), recipients)
+}
+
+// recipients resolves envelope recipients to users, in order, once each.
+func (in *Ingester) recipients(ctx context.Context, rcpts []string) ([]uuid.UUID, error) {
+	var users []uuid.UUID
+	seen := map[uuid.UUID]bool{}
+	for _, r := range rcpts {
+		as, err := in.Resolver.Users(ctx, r)
+		switch {
+		case errors.Is(err, store.ErrNotFound), errors.Is(err, store.ErrInvalid):
+			continue
+		case err != nil:
+			return nil, fmt.Errorf("ingest: recipient %q: %w", r, err)
+		}
+		for _, a := range as {
+			if !seen[a.UserID] {
+				seen[a.UserID] = true
+				users = append(users, a.UserID)
+			}
+		}
+	}
+	return users, nil
+}
+
+// prepared is one message, parsed and with its blob stored.
+type prepared struct {
+	raw      []byte
+	hash     string
+	parsed   *Parsed
+	env      Envelope
+	at       time.Time
+	inbound  bool
+	protocol string
+}
+
+func (in *Ingester) prepare(ctx context.Context, raw []byte, ownReceived int) (*prepared, error) {
+	if raw == nil {
+		raw = []byte{}
+	}
+	hash, err := in.Store.PutBlob(ctx, raw)
+	if err != nil {
+		return nil, fmt.Errorf("ingest: store raw message: %w", err)
+	}
+	if want := store.BlobHash(raw); hash != want {
+		return nil, fmt.Errorf("ingest: store returned blob hash %q, want %q: %w", hash, want, store.ErrUnavailable)
+	}
+	p, err := parseSafely(raw, ownReceived)
+	if err != nil {
+		in.log().Error("ingest: parser failure; storing the raw message only", "raw", hash, "err", err)
+	}
+	return &prepared{raw: raw, hash: hash, parsed: p}, nil
+}
+
+// parseSafely turns a parser panic (a bug) into a message with no parsed
+// content: the raw bytes are still stored.
+func parseSafely(raw []byte, ownReceived int) (p *Parsed, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			p = &Parsed{Problems: []string{"parser failure: the message is kept raw only"}}
+			err = fmt.Errorf("parse panic: %v", r)
+		}
+	}()
+	return Parse(raw, ownReceived), nil
+}
+
+// deliver stores m for one user. sentTo is nil for inbound messages, else
+// the envelope recipients of a sent one.
+func (in *Ingester) deliver(ctx context.Context, userID uuid.UUID, m *prepared, own *ownership, sentTo []string) (Delivery, error) {
+	p := m.parsed
+	key := dedupKey(m.inbound, m.hash)
+
+	// A retry is usually found by its Message-ID before any work is redone.
+	if p.MessageID != "" {
+		old, err := in.Store.FindMessageByMessageID(ctx, userID, p.MessageID)
+		switch {
+		case err == nil && old.RawHash == m.hash && old.Inbound == m.inbound:
+			return Delivery{UserID: userID, MessageID: old.ID, ConversationID: old.ConversationID}, nil
+		case err == nil, errors.Is(err, store.ErrNotFound), errors.Is(err, store.ErrInvalid):
+		default:
+			return Delivery{}, fmt.Errorf("ingest: find message: %w", err)
+		}
+	}
+
+	pp, err := in.resolvePeople(ctx, userID, m.roles(sentTo), own, m.at)
+	if err != nil {
+		return Delivery{}, err
+	}
+	conv, err := in.conversation(ctx, userID, pp, p, m.at)
+	if err != nil {
+		return Delivery{}, err
+	}
+
+	sec := Security{Version: SecurityVersion, Structure: p.Structure, ParseProblems: p.Problems}
+	features := baseFeatures(m.env, p, m.inbound)
+	if m.inbound {
+		sec.Envelope = envelopeFacts(m.env)
+		if features.History, err = in.history(ctx, userID, pp.sender, conv); err != nil {
+			return Delivery{}, err
+		}
+		features, err = in.verify(ctx, VerifyInput{
+			UserID: userID, Envelope: m.env, Raw: m.raw, From: pp.from, Parsed: p,
+			Sender: pp.sender, Features: features,
+		}, &sec)
+		if err != nil {
+			return Delivery{}, err
+		}
+	}
+	sec.Features = features
+	secJSON, err := json.Marshal(sec)
+	if err != nil {
+		return Delivery{}, fmt.Errorf("ingest: security facts: %w", err)
+	}
+	pi, err := messagePI(features)
+	if err != nil {
+		return Delivery{}, fmt.Errorf("ingest: message PI: %w", err)
+	}
+
+	id, err := uuid.NewV7()
+	if err != nil {
+		return Delivery{}, fmt.Errorf("ingest: message id: %w", err)
+	}
+	date := m.at
+	if !p.Date.IsZero() {
+		date = msTime(p.Date)
+	}
+	msg := store.Message{
+		ID: id, UserID: userID, ConversationID: conv.ID, DedupKey: key,
+		Protocol: m.protocol, Inbound: m.inbound, Date: date, ReceivedAt: m.at,
+		MessageID: p.MessageID, InReplyTo: p.InReplyTo, References: p.References,
+		Subject: p.Subject, Participants: pp.participants, Excerpt: p.Excerpt,
+		TextBody: p.TextBody, HTMLBody: p.HTMLBody, Attachments: p.Attachments,
+		Flags:    store.Flags{Read: !m.inbound, Tags: []string{}},
+		Security: secJSON, PI: pi, RawHash: m.hash, RawSize: int64(len(m.raw)),
+	}
+	stored, created, err := in.Store.PutMessage(ctx, msg)
+	if err != nil {
+		return Delivery{}, fmt.Errorf("ingest: store message for %s: %w", userID, err)
+	}
+	in.log().Debug("ingest: delivered", "user", userID, "message", stored.ID, "conversation", stored.ConversationID, "created", created)
+	return Delivery{UserID: userID, MessageID: stored.ID, ConversationID: stored.ConversationID, Created: created}, nil
+}
+
+// roles lists the participants of m by role. An inbound message without a
+// From takes the envelope sender as its author.
+func (m *prepared) roles(sentTo []string) []role {
+	p := m.parsed
+	from := p.From
+	if len(from) == 0 && m.inbound && m.env.MailFrom != "" {
+		if a, ok := normAddr(m.env.MailFrom); ok {
+			from = []Addr{{Address: a}}
+		}
+	}
+	rs := []role{
+		{"from", from, true},
+		{"sender", p.Sender, false},
+		{"reply-to", p.ReplyTo, false},
+		{"to", p.To, true},
+		{"cc", p.Cc, true},
+	}
+	if !m.inbound {
+		bcc := slices.Clone(p.Bcc)
+		listed := map[string]bool{}
+		for _, l := range [][]Addr{p.To, p.Cc, p.Bcc} {
+			for _, a := range l {
+				listed[a.Address] = true
+			}
+		}
+		for _, r := range sentTo {
+			if a, ok := normAddr(r); ok && !listed[a] {
+				listed[a] = true
+				bcc = append(bcc, Addr{Address: a})
+			}
+		}
+		rs = append(rs, role{"bcc", bcc, true})
+	}
+	return rs
+}

@@ -1,0 +1,282 @@
+package ingest
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/google/uuid"
+
+	"github.com/caliopen/caliopen/privacyindex"
+	"github.com/caliopen/caliopen/store"
+)
+
+// SecurityVersion is the version of the Security JSON stored on messages.
+const SecurityVersion = 1
+
+// Security is what store.Message.Security holds (as JSON): the facts the
+// message PI was computed from, and where they came from, so that the PI can
+// be recomputed and explained later.
+type Security struct {
+	Version int `json:"version"`
+	// Features is the exact input of privacyindex.Message.
+	Features privacyindex.MessageFeatures `json:"features"`
+	// Structure is what ingest saw in the message's shape and header.
+	Structure Structure `json:"structure"`
+	// Envelope is what the SMTP session said (inbound only).
+	Envelope *EnvelopeFacts `json:"envelope,omitempty"`
+	// Verification is the Verifier's own report (DKIM/SPF/DMARC/PGP details).
+	Verification json.RawMessage `json:"verification,omitempty"`
+	// VerifyError says why verification did not run to the end; the
+	// features then hold only what ingest saw itself.
+	VerifyError string `json:"verify_error,omitempty"`
+	// ParseProblems lists what could not be parsed; the raw message is kept whole.
+	ParseProblems []string `json:"parse_problems,omitempty"`
+}
+
+// EnvelopeFacts is the part of Envelope worth keeping with the message.
+type EnvelopeFacts struct {
+	MailFrom   string `json:"mail_from,omitempty"`
+	ClientAddr string `json:"client_addr,omitempty"`
+	ClientName string `json:"client_name,omitempty"`
+	Helo       string `json:"helo,omitempty"`
+	TLSVersion string `json:"tls_version,omitempty"`
+	TLSCipher  string `json:"tls_cipher,omitempty"`
+	TLSBits    int    `json:"tls_bits,omitempty"`
+	AuthUser   string `json:"auth_user,omitempty"`
+	QueueID    string `json:"queue_id,omitempty"`
+}
+
+func envelopeFacts(env Envelope) *EnvelopeFacts {
+	return &EnvelopeFacts{
+		MailFrom: clip(fixText(env.MailFrom), 320), ClientAddr: clip(fixText(env.ClientAddr), 64),
+		ClientName: clip(fixText(env.ClientName), 255), Helo: clip(fixText(env.Helo), 255),
+		TLSVersion: clip(fixText(env.TLSVersion), 32), TLSCipher: clip(fixText(env.TLSCipher), 128),
+		TLSBits: env.TLSBits, AuthUser: clip(fixText(env.AuthUser), 255), QueueID: clip(fixText(env.QueueID), 64),
+	}
+}
+
+// Verifier is the pluggable authenticity step (DKIM, SPF, DMARC, ARC,
+// OpenPGP signatures and keys). It is called once per delivery, because
+// signature and key facts depend on the recipient user (their contacts'
+// keys, their server-side private key); an implementation may cache the
+// per-message DNS work across calls with the same Raw.
+//
+// It must start from in.Features (what ingest saw itself) and return the
+// complete feature set; ingest keeps History as it computed it. A failed
+// check is a fact, not an error: an error means verification could not run
+// at all, and ingest then stores the message with in.Features alone (unless
+// ctx is done, which fails the ingest so that the sender retries).
+type Verifier interface {
+	Verify(ctx context.Context, in VerifyInput) (Verification, error)
+}
+
+// VerifierFunc adapts a function to Verifier.
+type VerifierFunc func(ctx context.Context, in VerifyInput) (Verification, error)
+
+// Verify calls f.
+func (f VerifierFunc) Verify(ctx context.Context, in VerifyInput) (Verification, error) {
+	return f(ctx, in)
+}
+
+// VerifyInput is everything a Verifier may look at. Raw and Parsed are
+// shared between calls: read only.
+type VerifyInput struct {
+	UserID   uuid.UUID
+	Envelope Envelope
+	Raw      []byte
+	// From is the header From address (normalised), "" when there is none.
+	From   string
+	Parsed *Parsed
+	// Sender is the user's contact for From, nil when none (e.g. a message
+	// from the user's own address).
+	Sender *store.Contact
+	// Features is what ingest established by itself: TLS from the envelope,
+	// Received hops, List-Id, ARC seal presence, encryption class from the
+	// MIME structure, protected headers, and the correspondent's history.
+	Features privacyindex.MessageFeatures
+}
+
+// Verification is a Verifier's answer.
+type Verification struct {
+	Features privacyindex.MessageFeatures
+	// Details is stored as Security.Verification; it must marshal to JSON.
+	Details any
+}
+
+// baseFeatures is what ingest itself sees, with no key and no DNS.
+func baseFeatures(env Envelope, p *Parsed, inbound bool) privacyindex.MessageFeatures {
+	s := p.Structure
+	f := privacyindex.MessageFeatures{
+		Encryption:       s.Encryption,
+		Hops:             s.Hops,
+		ProtectedHeaders: s.ProtectedHeaders,
+		ListID:           s.ListID != "",
+		ARCSealed:        s.ARCSealed,
+	}
+	if inbound {
+		f.TLSVersion = clip(fixText(env.TLSVersion), 32)
+		f.TLSCipher = clip(fixText(env.TLSCipher), 128)
+	}
+	return f
+}
+
+// verify runs the Verifier, if any, and returns the features and the
+// security record.
+func (in *Ingester) verify(ctx context.Context, vin VerifyInput, sec *Security) (privacyindex.MessageFeatures, error) {
+	f := vin.Features
+	if in.Verifier == nil {
+		return f, nil
+	}
+	v, err := in.callVerifier(ctx, vin)
+	if err != nil {
+		if ctx.Err() != nil {
+			return f, fmt.Errorf("ingest: verify: %w", errors.Join(err, ctx.Err()))
+		}
+		in.log().Warn("ingest: verification failed; storing with ingest's own facts", "user", vin.UserID, "err", err)
+		sec.VerifyError = clip(fixText(err.Error()), 500)
+		return f, nil
+	}
+	if v.Details != nil {
+		if b, err := json.Marshal(v.Details); err == nil {
+			sec.Verification = b
+		} else {
+			sec.VerifyError = clip("details not serialisable: "+err.Error(), 500)
+		}
+	}
+	out := v.Features
+	out.History = f.History // ingest owns the history
+	return out, nil
+}
+
+// callVerifier turns a Verifier panic into an error: a bug there must not
+// take the milter down nor lose the message.
+func (in *Ingester) callVerifier(ctx context.Context, vin VerifyInput) (v Verification, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("verifier panic: %v", r)
+		}
+	}()
+	return in.Verifier.Verify(ctx, vin)
+}
+
+// messagePI is the single call site of the message PI model.
+func messagePI(f privacyindex.MessageFeatures) (store.PI, error) {
+	r := privacyindex.Message(f)
+	details, err := json.Marshal(r)
+	if err != nil {
+		return store.PI{}, err
+	}
+	return store.PI{Version: r.Version, Score: r.Score, Band: r.Band, Warning: r.Warning, Details: details}, nil
+}
+
+// historyMessages is how many recent messages of a conversation are read to
+// learn a correspondent's usual protection (fact X3).
+const historyMessages = 10
+
+// history summarises what earlier inbound messages from sender looked like:
+// the newest messages of conv and, when conv is a group, of the 1:1
+// conversation with sender.
+func (in *Ingester) history(ctx context.Context, userID uuid.UUID, sender *store.Contact, conv store.Conversation) (privacyindex.History, error) {
+	var h privacyindex.History
+	if sender == nil {
+		return h, nil
+	}
+	convs := []store.Conversation{conv}
+	if one := convKey([]uuid.UUID{sender.ID}); conv.Key != one {
+		c, err := in.Store.GetConversationByKey(ctx, userID, one)
+		switch {
+		case err == nil:
+			convs = append(convs, c)
+		case !errors.Is(err, store.ErrNotFound):
+			return h, fmt.Errorf("ingest: history: %w", err)
+		}
+	}
+	addrs := map[string]bool{}
+	for _, ch := range sender.Channels {
+		if ch.Protocol == "email" {
+			addrs[ch.Address] = true
+		}
+	}
+	var feats []privacyindex.MessageFeatures
+	for _, c := range convs {
+		if c.MessageCount == 0 {
+			continue
+		}
+		msgs, _, err := in.Store.ListMessages(ctx, userID, c.ID, store.Page{Limit: historyMessages})
+		if err != nil {
+			if errors.Is(err, store.ErrNotFound) {
+				continue
+			}
+			return h, fmt.Errorf("ingest: history: %w", err)
+		}
+		for _, m := range msgs {
+			if !m.Inbound || !fromContact(m, sender.ID, addrs) || len(m.Security) == 0 {
+				continue
+			}
+			var s Security
+			if json.Unmarshal(m.Security, &s) != nil {
+				continue
+			}
+			feats = append(feats, s.Features)
+		}
+	}
+	h.Messages = len(feats)
+	if len(feats) == 0 {
+		return h, nil
+	}
+	enc := map[privacyindex.Encryption]int{}
+	tls := map[string]int{}
+	cipher := map[string]int{}
+	dkim := 0
+	for _, f := range feats {
+		enc[f.Encryption]++
+		tls[f.TLSVersion]++
+		cipher[f.TLSCipher]++
+		if f.DKIM == privacyindex.AuthPass {
+			dkim++
+		}
+	}
+	h.UsualEncryption = mode(enc, func(a, b privacyindex.Encryption) bool { return a > b })
+	h.UsualTLS = mode(tls, func(a, b string) bool { return a > b })
+	h.UsualTLSCipher = mode(cipher, func(a, b string) bool { return a > b })
+	h.DKIMUsuallyPass = dkim*2 > len(feats)
+	return h, nil
+}
+
+// mode returns the most frequent key; ties go to the key better says is greater.
+func mode[K comparable](counts map[K]int, better func(a, b K) bool) K {
+	var best K
+	n := -1
+	for k, c := range counts {
+		if c > n || c == n && better(k, best) {
+			best, n = k, c
+		}
+	}
+	return best
+}
+
+func fromContact(m store.Message, contactID uuid.UUID, addrs map[string]bool) bool {
+	for _, p := range m.Participants {
+		if p.Role != "from" {
+			continue
+		}
+		if p.ContactID == contactID || addrs[p.Address] {
+			return true
+		}
+	}
+	return false
+}
+
+// DecodeSecurity reads the Security JSON stored on a message.
+func DecodeSecurity(b []byte) (Security, error) {
+	var s Security
+	if len(b) == 0 {
+		return s, nil
+	}
+	if err := json.Unmarshal(b, &s); err != nil {
+		return s, fmt.Errorf("ingest: security facts: %w", err)
+	}
+	return s, nil
+}
