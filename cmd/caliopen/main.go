@@ -1,5 +1,3 @@
-//go:build wip
-
 // Command caliopen is the whole of Caliopen in one binary: the Postfix milter,
 // the Postfix lookup daemon, the JSON API, and the administration commands.
 //

@@ -1,0 +1,117 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// cli runs the binary's entry point in-process against a private data dir.
+type cli struct {
+	t   *testing.T
+	env []string
+}
+
+func newCLI(t *testing.T) *cli {
+	return &cli{t: t, env: []string{"CALIOPEN_DATA_DIR=" + t.TempDir()}}
+}
+
+func (c *cli) run(stdin string, args ...string) (string, error) {
+	c.t.Helper()
+	var out, errOut bytes.Buffer
+	err := run(context.Background(), args, c.env, strings.NewReader(stdin), &out, &errOut)
+	return out.String(), err
+}
+
+func (c *cli) ok(stdin string, args ...string) string {
+	c.t.Helper()
+	out, err := c.run(stdin, args...)
+	if err != nil {
+		c.t.Fatalf("caliopen %s: %v", strings.Join(args, " "), err)
+	}
+	return out
+}
+
+func (c *cli) fails(want string, args ...string) {
+	c.t.Helper()
+	c.failsIn("pw\n", want, args...)
+}
+
+func (c *cli) failsIn(stdin, want string, args ...string) {
+	c.t.Helper()
+	_, err := c.run(stdin, args...)
+	if err == nil || !strings.Contains(err.Error(), want) {
+		c.t.Fatalf("caliopen %s: error %v, want it to contain %q", strings.Join(args, " "), err, want)
+	}
+}
+
+func TestAdministration(t *testing.T) {
+	c := newCLI(t)
+	c.ok("", "domain", "add", "Example.ORG.")
+	if out := c.ok("", "domain", "list"); out != "example.org\n" {
+		t.Fatalf("domain list = %q", out)
+	}
+	c.ok("correct horse\n", "user", "add", "--address", "Alice@Example.org", "alice")
+	c.ok("pw2\n", "user", "add", "bob")
+	c.ok("", "address", "add", "bob@example.org", "bob")
+	if out := c.ok("", "user", "list"); !strings.Contains(out, "alice@example.org") || !strings.Contains(out, "bob") {
+		t.Fatalf("user list = %q", out)
+	}
+	c.ok("", "alias", "add", "team@example.org", "alice@example.org", "bob@example.org")
+	c.ok("", "alias", "add", "@example.org", "alice@example.org")
+	out := c.ok("", "alias", "list", "example.org")
+	if !strings.Contains(out, "team@example.org\talice@example.org,bob@example.org") || !strings.Contains(out, "@example.org\talice@example.org") {
+		t.Fatalf("alias list = %q", out)
+	}
+	c.ok("", "alias", "remove", "team@example.org", "bob@example.org")
+	if out := c.ok("", "alias", "list", "example.org"); !strings.Contains(out, "team@example.org\talice@example.org\n") {
+		t.Fatalf("after removing one target: %q", out)
+	}
+	c.ok("new password\n", "user", "passwd", "alice")
+
+	// Refusals write nothing.
+	c.fails("needs at least two labels", "domain", "add", "localhost")
+	c.fails("not allowed", "domain", "add", "exa_mple.org")
+	c.fails("already exists", "domain", "add", "example.org")
+	c.fails("domain nowhere.org", "user", "add", "--address", "x@nowhere.org", "carol")
+	c.fails("not found", "user", "passwd", "carol") // carol was not created
+	c.fails("only a-z", "user", "add", "Carol Smith")
+	c.fails("already exists", "user", "add", "--address", "alice@example.org", "dave")
+	c.fails("not found", "user", "passwd", "dave")
+	c.fails("is a mailbox", "alias", "add", "alice@example.org", "bob@example.org")
+	c.fails("points at itself", "alias", "add", "x@example.org", "x@example.org")
+	c.fails("in use", "domain", "remove", "example.org")
+	c.failsIn("", "no password on stdin", "user", "add", "erin")
+	if out := c.ok("", "user", "list"); strings.Count(out, "\n") != 2 {
+		t.Fatalf("refused commands created users: %q", out)
+	}
+
+	c.ok("", "user", "remove", "bob")
+	c.ok("", "alias", "remove", "team@example.org")
+	c.ok("", "alias", "remove", "@example.org")
+	c.ok("", "user", "remove", "alice")
+	c.ok("", "domain", "remove", "example.org")
+	if out := c.ok("", "domain", "list"); out != "" {
+		t.Fatalf("domain list after removal = %q", out)
+	}
+}
+
+func TestBadConfigurationAndCommands(t *testing.T) {
+	c := newCLI(t)
+	c.fails(`unknown command "frobnicate"`, "frobnicate")
+	c.fails(`store.engine: must be embedded or cassandra`, "--set", "store.engine=oracle", "domain", "list")
+	c.fails("no such file", "-c", filepath.Join(t.TempDir(), "missing.toml"), "domain", "list")
+	c.fails("unknown subcommand", "domain", "rename")
+	_, err := c.run("", "--set", "store.engine=cassandra", "--set", "store.cassandra.hosts=127.0.0.1:1", "--set", "store.cassandra.connect_timeout=1s", "domain", "list")
+	if err == nil || !strings.Contains(err.Error(), "unavailable") {
+		t.Fatalf("unreachable Cassandra: %v", err)
+	}
+	var ee *exitError
+	_, err = c.run("", "--set", "milter.listen=nope", "deliver", "a@b.org")
+	if !errors.As(err, &ee) || ee.code != 78 {
+		t.Fatalf("deliver with bad config: %v, want exit 78 (EX_CONFIG)", err)
+	}
+}
