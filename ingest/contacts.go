@@ -265,6 +265,12 @@ func (in *Ingester) conversation(ctx context.Context, userID uuid.UUID, pp peopl
 		break // the thread is known but these people are not all in it
 	}
 
+	// Most messages go to an existing conversation: a read, not a write.
+	if c, err := in.Store.GetConversationByKey(ctx, userID, key); err == nil {
+		return c, nil
+	} else if !errors.Is(err, store.ErrNotFound) {
+		return store.Conversation{}, fmt.Errorf("ingest: conversation %q: %w", key, err)
+	}
 	var cparts []store.Participant
 	done := map[uuid.UUID]bool{}
 	for _, part := range pp.participants {
@@ -380,6 +386,44 @@ func (in *Ingester) MergeContacts(ctx context.Context, userID, into, from uuid.U
 	// 3. from is gone.
 	if err := in.Store.DeleteContact(ctx, userID, from); err != nil && !errors.Is(err, store.ErrNotFound) {
 		return fmt.Errorf("ingest: merge: delete %s: %w", from, err)
+	}
+	return nil
+}
+
+// AddChannel gives contact contactID one more channel (an address the user
+// says is theirs). When an automatic contact (one with only that channel)
+// already holds it, that contact is merged into contactID, so its
+// conversations join the contact's. When a contact with other channels holds
+// it, AddChannel refuses with store.ErrExists: merging two curated contacts
+// is the user's explicit MergeContacts.
+func (in *Ingester) AddChannel(ctx context.Context, userID, contactID uuid.UUID, ch store.Channel) error {
+	ch.Protocol = strings.ToLower(strings.TrimSpace(ch.Protocol))
+	if ch.Protocol == "email" {
+		a, ok := normAddr(ch.Address)
+		if !ok {
+			return fmt.Errorf("ingest: channel address %q: %w", ch.Address, store.ErrInvalid)
+		}
+		ch.Address = a
+	}
+	owner, err := in.Store.FindContactByChannel(ctx, userID, ch.Protocol, ch.Address)
+	switch {
+	case err == nil && owner.ID == contactID:
+		return nil
+	case err == nil && len(owner.Channels) <= 1:
+		return in.MergeContacts(ctx, userID, contactID, owner.ID)
+	case err == nil:
+		return fmt.Errorf("ingest: %s:%s belongs to contact %s: %w", ch.Protocol, ch.Address, owner.ID, store.ErrExists)
+	case !errors.Is(err, store.ErrNotFound):
+		return fmt.Errorf("ingest: channel owner: %w", err)
+	}
+	c, err := in.Store.GetContact(ctx, userID, contactID)
+	if err != nil {
+		return fmt.Errorf("ingest: contact %s: %w", contactID, err)
+	}
+	c.Channels = append(c.Channels, ch)
+	c.UpdatedAt = in.now()
+	if err := in.Store.PutContact(ctx, c); err != nil {
+		return fmt.Errorf("ingest: add channel: %w", err)
 	}
 	return nil
 }

@@ -51,7 +51,7 @@ func TestPlainMultipartMessage(t *testing.T) {
 	if want := time.Date(2026, 2, 3, 9, 11, 12, 0, time.UTC); !m.Date.Equal(want) {
 		t.Errorf("Date = %v, want %v", m.Date, want)
 	}
-	if m.TextBody != "Hello Alice,\r\nthe report is attached." {
+	if m.TextBody != "Hello Alice,\nthe report is attached." {
 		t.Errorf("TextBody = %q", m.TextBody)
 	}
 	if !strings.Contains(m.HTMLBody, "<b>Alice</b>") {
@@ -466,7 +466,18 @@ func TestMergeKeepsDedup(t *testing.T) {
 	raw := simple("carol@work.example", "alice@example.org", "work", "two")
 	work := f.one(raw)
 	into, from := f.contact(f.alice, "carol@home.example"), f.contact(f.alice, "carol@work.example")
+	must(t, f.st.SetFlags(f.ctx, f.alice, work.ID, store.Flags{Read: true, Starred: true, Tags: []string{"keep"}}))
 	must(t, f.in.MergeContacts(f.ctx, f.alice, into.ID, from.ID))
+	moved, err := f.st.GetMessage(f.ctx, f.alice, work.ID)
+	must(t, err)
+	if !moved.Flags.Read || !moved.Flags.Starred || len(moved.Flags.Tags) != 1 || moved.TextBody != work.TextBody {
+		t.Errorf("moved message lost its flags or content: %+v", moved.Flags)
+	}
+	conv, err := f.st.GetConversation(f.ctx, f.alice, moved.ConversationID)
+	must(t, err)
+	if conv.MessageCount != 2 || conv.UnreadCount != 1 {
+		t.Errorf("merged conversation counts: %d messages, %d unread; want 2, 1", conv.MessageCount, conv.UnreadCount)
+	}
 	again := f.ingest(raw)
 	if d := again.Deliveries[0]; d.Created || d.MessageID != work.ID {
 		t.Errorf("redelivery after a merge: %+v, want the moved message %v", d, work.ID)
@@ -776,5 +787,32 @@ func TestMessagePIVectors(t *testing.T) {
 		if m.PI.Score != c.score || m.PI.Band != c.band || m.PI.Version != privacyindex.Version || len(m.PI.Details) == 0 {
 			t.Errorf("TLS %q: PI = %d %s v%d (%d bytes of details), want %d %s", c.tls, m.PI.Score, m.PI.Band, m.PI.Version, len(m.PI.Details), c.score, c.band)
 		}
+	}
+}
+
+func TestAddChannelMergesAutomaticContact(t *testing.T) {
+	f := newFixture(t)
+	a := f.one(simple("carol@home.example", "alice@example.org", "home", "one"))
+	b := f.one(simple("carol@work.example", "alice@example.org", "work", "two"))
+	carol := f.contact(f.alice, "carol@home.example")
+	must(t, f.in.AddChannel(f.ctx, f.alice, carol.ID, store.Channel{Protocol: "email", Address: "Carol@Work.example"}))
+	if c := f.contact(f.alice, "carol@work.example"); c.ID != carol.ID {
+		t.Errorf("carol@work.example belongs to %v, want %v", c.ID, carol.ID)
+	}
+	if ms := f.messages(f.alice, a.ConversationID); len(ms) != 2 {
+		t.Errorf("conversation has %d messages, want 2 (b was in %v)", len(ms), b.ConversationID)
+	}
+	// A brand new address is simply added.
+	must(t, f.in.AddChannel(f.ctx, f.alice, carol.ID, store.Channel{Protocol: "email", Address: "carol@third.example"}))
+	if c := f.contact(f.alice, "carol@third.example"); c.ID != carol.ID || len(c.Channels) != 3 {
+		t.Errorf("contact = %+v", c)
+	}
+	// An address of a contact with several channels is not taken silently.
+	now := msTime(time.Now())
+	dan := store.Contact{ID: uuid.Must(uuid.NewV7()), UserID: f.alice, Name: "Dan", CreatedAt: now, UpdatedAt: now,
+		Channels: []store.Channel{{Protocol: "email", Address: "dan@a.example"}, {Protocol: "email", Address: "dan@b.example"}}}
+	must(t, f.st.PutContact(f.ctx, dan))
+	if err := f.in.AddChannel(f.ctx, f.alice, carol.ID, store.Channel{Protocol: "email", Address: "dan@a.example"}); !errors.Is(err, store.ErrExists) {
+		t.Errorf("err = %v, want ErrExists", err)
 	}
 }

@@ -111,8 +111,8 @@ func Parse(raw []byte, ownReceived int) *Parsed {
 	p.readEnvelopeFields()
 	w := walker{p: p}
 	w.entity(nil, h, body, 0, false)
-	p.TextBody = capText(p, "text body", w.text.String())
-	p.HTMLBody = capText(p, "HTML body", w.html.String())
+	p.TextBody = capText(p, "text body", strings.ReplaceAll(w.text.String(), "\r\n", "\n"))
+	p.HTMLBody = capText(p, "HTML body", strings.ReplaceAll(w.html.String(), "\r\n", "\n"))
 	p.Structure.ContentType, _ = mediaType(h)
 	p.classify(ownReceived, &w)
 	if p.Structure.Encryption == privacyindex.EncNone {
@@ -149,7 +149,7 @@ func (p *Parsed) readEnvelopeFields() {
 	if err != nil {
 		p.problem("Subject: %v", err)
 	}
-	p.Subject = clip(fixText(strings.TrimSpace(s)), MaxSubjectBytes)
+	p.Subject = clip(oneLine(s), MaxSubjectBytes)
 	if h.Has("Date") {
 		d, err := parseDate(h.Get("Date"))
 		if err != nil {
@@ -196,7 +196,7 @@ func (p *Parsed) addresses(h gomail.Header, key string, budget *int) []Addr {
 		}
 		*budget--
 		seen[a] = true
-		out = append(out, Addr{Name: clip(fixText(strings.TrimSpace(name)), MaxNameBytes), Address: a})
+		out = append(out, Addr{Name: clip(oneLine(name), MaxNameBytes), Address: a})
 	}
 	for _, v := range h.Values(key) {
 		if strings.TrimSpace(v) == "" {
@@ -450,7 +450,7 @@ func (w *walker) entity(path []int, h textproto.Header, body []byte, depth int, 
 	if filename == "" {
 		filename = params["name"]
 	}
-	filename = clip(fixText(decodeWords(filename)), maxFilenameBytes)
+	filename = clip(oneLine(decodeWords(filename)), maxFilenameBytes)
 	cte := strings.ToLower(strings.TrimSpace(h.Get("Content-Transfer-Encoding")))
 
 	isText := (mt == "text/plain" || mt == "text/html") && disp != "attachment"
@@ -823,6 +823,25 @@ func fixText(s string) string {
 		return strings.ToValidUTF8(s, "\uFFFD")
 	}
 	return out
+}
+
+// oneLine is s as valid UTF-8 on one line: runs of ASCII blanks and
+// control characters become one space, none at either end.
+func oneLine(s string) string {
+	var b strings.Builder
+	space := false
+	for _, r := range fixText(s) {
+		if r <= 0x20 || r == 0x7f {
+			space = b.Len() > 0
+			continue
+		}
+		if space {
+			b.WriteByte(' ')
+			space = false
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
 }
 
 // clip cuts s to at most n bytes on a rune boundary.
