@@ -2,16 +2,20 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"sort"
 	"strings"
 	"text/tabwriter"
 	"time"
 
+	"github.com/ProtonMail/go-crypto/openpgp"
+	"github.com/ProtonMail/go-crypto/openpgp/armor"
 	"github.com/google/uuid"
 	"golang.org/x/term"
 
@@ -140,11 +144,16 @@ func (a *app) readPassword() (string, error) {
 }
 
 func (a *app) userCmd(ctx context.Context, args []string) error {
-	sub, args, err := subcommand(args, "add", "list", "passwd", "remove")
+	sub, args, err := subcommand(args, "add", "list", "passwd", "key", "remove")
 	if err != nil {
 		return fmt.Errorf("user: %w", err)
 	}
 	switch sub {
+	case "key":
+		if err := wantArgs(args, 1, "user key LOGIN < private-key.asc"); err != nil {
+			return err
+		}
+		return a.setServerKey(ctx, args[0])
 	case "add":
 		fs := flag.NewFlagSet("user add", flag.ContinueOnError)
 		fs.SetOutput(a.stderr)
@@ -449,4 +458,48 @@ func mergeTargets(old, add []string) []string {
 		}
 	}
 	return out
+}
+
+// setServerKey stores the user's OpenPGP key pair server-side (custody
+// "server"): ingest can then decrypt messages to check inner signatures and
+// the account PI counts the key, at the lower custody score.
+func (a *app) setServerKey(ctx context.Context, login string) error {
+	raw, err := io.ReadAll(io.LimitReader(a.stdin, 1<<20))
+	if err != nil {
+		return err
+	}
+	ents, err := openpgp.ReadArmoredKeyRing(bytes.NewReader(raw))
+	if err != nil {
+		return fmt.Errorf("%w: not an armored OpenPGP key: %v", store.ErrInvalid, err)
+	}
+	if len(ents) != 1 || ents[0].PrivateKey == nil {
+		return fmt.Errorf("%w: want exactly one private key, armored", store.ErrInvalid)
+	}
+	if ents[0].PrivateKey.Encrypted {
+		return fmt.Errorf("%w: the private key is passphrase-protected; the server cannot use it (export it without a passphrase)", store.ErrInvalid)
+	}
+	var pub bytes.Buffer
+	w, err := armor.Encode(&pub, openpgp.PublicKeyType, nil)
+	if err != nil {
+		return err
+	}
+	if err := ents[0].Serialize(w); err != nil {
+		return err
+	}
+	w.Close()
+	return a.withStore(ctx, func(st store.Store) error {
+		u, err := st.GetUserByName(ctx, login)
+		if err != nil {
+			return fmt.Errorf("user %s: %w", login, err)
+		}
+		u.Setup.HasKeyPair = true
+		u.Setup.KeyCustody = "server"
+		u.Setup.PrivateKey = string(raw)
+		u.Setup.PublicKey = pub.String()
+		if err := st.UpdateUser(ctx, u); err != nil {
+			return err
+		}
+		fmt.Fprintf(a.stdout, "key %X stored for %s (custody: server)\n", ents[0].PrimaryKey.Fingerprint, u.Name)
+		return nil
+	})
 }

@@ -35,12 +35,12 @@ Roles (run until stopped by SIGINT/SIGTERM):
 Set-up and administration:
   migrate                  create or upgrade the store schema
   domain add|list|remove   hosted mail domains
-  user add|list|passwd|remove
+  user add|list|passwd|key|remove
                            accounts (passwords are read from the terminal or stdin)
   address add|list|remove  a user's mailbox addresses
   alias add|list|remove    aliases and catch-alls (@domain), with several targets
   deliver RECIPIENT...     store one message read on stdin (Postfix pipe transport)
-  recompute                re-score stored messages with the current Privacy Index model
+  recompute [LOGIN...]     re-score stored messages with the current Privacy Index model
   config                   print the effective configuration keys and values
   version
 

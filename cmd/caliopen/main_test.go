@@ -7,6 +7,10 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/ProtonMail/go-crypto/openpgp"
+	"github.com/ProtonMail/go-crypto/openpgp/armor"
+	"github.com/ProtonMail/go-crypto/openpgp/packet"
 )
 
 // cli runs the binary's entry point in-process against a private data dir.
@@ -114,4 +118,36 @@ func TestBadConfigurationAndCommands(t *testing.T) {
 	if !errors.As(err, &ee) || ee.code != 78 {
 		t.Fatalf("deliver with bad config: %v, want exit 78 (EX_CONFIG)", err)
 	}
+}
+
+func armoredPrivate(t *testing.T, passphrase string) string {
+	t.Helper()
+	e, err := openpgp.NewEntity("Alice", "", "alice@example.org", &packet.Config{Algorithm: packet.PubKeyAlgoEdDSA})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if passphrase != "" {
+		if err := e.EncryptPrivateKeys([]byte(passphrase), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var buf bytes.Buffer
+	w, _ := armor.Encode(&buf, openpgp.PrivateKeyType, nil)
+	if err := e.SerializePrivateWithoutSigning(w, nil); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	return buf.String()
+}
+
+func TestUserServerKey(t *testing.T) {
+	c := newCLI(t)
+	c.ok("", "domain", "add", "example.org")
+	c.ok("pw\n", "user", "add", "--address", "alice@example.org", "alice")
+	if out := c.ok(armoredPrivate(t, ""), "user", "key", "alice"); !strings.Contains(out, "custody: server") {
+		t.Fatalf("user key: %q", out)
+	}
+	c.failsIn(armoredPrivate(t, "secret"), "passphrase-protected", "user", "key", "alice")
+	c.failsIn("garbage", "not an armored OpenPGP key", "user", "key", "alice")
+	c.failsIn(armoredPrivate(t, ""), "not found", "user", "key", "nobody")
 }

@@ -262,6 +262,32 @@ func (a *app) deliver(ctx context.Context, args []string) error {
 	return nil
 }
 
+// recompute re-scores stored messages with the current Privacy Index model,
+// for every user or the ones named.
 func (a *app) recompute(ctx context.Context, args []string) error {
-	return errors.New("recompute: not built yet")
+	return a.withStore(ctx, func(st store.Store) error {
+		var users []store.User
+		if len(args) == 0 {
+			all, err := st.ListUsers(ctx)
+			if err != nil {
+				return err
+			}
+			users = all
+		}
+		for _, name := range args {
+			u, err := st.GetUserByName(ctx, name)
+			if err != nil {
+				return fmt.Errorf("user %s: %w", name, err)
+			}
+			users = append(users, u)
+		}
+		for _, u := range users {
+			stats, err := ingest.Recompute(ctx, st, u.ID)
+			if err != nil {
+				return fmt.Errorf("user %s: %w", u.Name, err)
+			}
+			fmt.Fprintf(a.stdout, "%s: %d messages, %d re-scored\n", u.Name, stats.Messages, stats.Changed)
+		}
+		return nil
+	})
 }
