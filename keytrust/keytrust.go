@@ -29,10 +29,10 @@ const ConsistentAfter = 3
 type Verifier struct {
 	// Base is the configured verifier (DNS resolver, trusted sealers…);
 	// its Keys field is set per call from the sender's contact.
-	Base *verify.Verifier
-	Store  store.Store
-	Log    *slog.Logger
-	Now    func() time.Time
+	Base  *verify.Verifier
+	Store store.Store
+	Log   *slog.Logger
+	Now   func() time.Time
 }
 
 var _ ingest.Verifier = (*Verifier)(nil)
