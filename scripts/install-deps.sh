@@ -12,6 +12,8 @@ command -v gpg >/dev/null || need+=(gnupg)
 command -v java >/dev/null || need+=(openjdk-17-jre-headless)
 command -v npm >/dev/null || need+=(npm)
 command -v systemd-analyze >/dev/null || need+=(systemd)
+# dkimpy seals ARC chains independently of our code in the verify tests.
+python3 -c "import dkim, authres" 2>/dev/null || need+=(python3-dkim python3-authres)
 
 if [ ${#need[@]} -gt 0 ]; then
   echo "install-deps: apt-get install ${need[*]}"
