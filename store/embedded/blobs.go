@@ -1,0 +1,85 @@
+package embedded
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/hex"
+	"fmt"
+	"strings"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/caliopen/caliopen/store"
+)
+
+// A blob is a meta entry under its hash (total size) followed by its chunks
+// under hash ‖ uint32 index, each at most store.BlobChunkSize: bbolt copies
+// whole values on every write, so big values are kept bounded like on
+// Cassandra.
+
+func blobChunkKey(hash []byte, i int) []byte {
+	return binary.BigEndian.AppendUint32(append([]byte(nil), hash...), uint32(i))
+}
+
+func (s *Store) PutBlob(ctx context.Context, data []byte) (string, error) {
+	hash := store.BlobHash(data)
+	key := []byte(hash)
+	err := s.update(ctx, "put blob", func(tx *bolt.Tx) error {
+		b := tx.Bucket(bBlobs)
+		if b.Get(key) != nil {
+			return nil // content-addressed: already there is the same bytes
+		}
+		for i, off := 0, 0; off < len(data); i, off = i+1, off+store.BlobChunkSize {
+			if err := b.Put(blobChunkKey(key, i), data[off:min(off+store.BlobChunkSize, len(data))]); err != nil {
+				return err
+			}
+		}
+		return b.Put(key, binary.BigEndian.AppendUint64(nil, uint64(len(data))))
+	})
+	if err != nil {
+		return "", err
+	}
+	return hash, nil
+}
+
+func (s *Store) GetBlob(ctx context.Context, hash string) ([]byte, error) {
+	h := strings.ToLower(hash)
+	if _, err := hex.DecodeString(h); err != nil || len(h) != 64 {
+		return nil, s.wrap("get blob", notFound("blob %q", hash))
+	}
+	var out []byte
+	err := s.view(ctx, "get blob", func(tx *bolt.Tx) error {
+		b := tx.Bucket(bBlobs)
+		meta := b.Get([]byte(h))
+		if meta == nil {
+			return notFound("blob %s", h)
+		}
+		if len(meta) != 8 {
+			return fmt.Errorf("blob %s: corrupt size entry", h)
+		}
+		size := binary.BigEndian.Uint64(meta)
+		// Gather the chunks before allocating: a damaged size entry must
+		// give an error, not a giant allocation.
+		var chunks [][]byte
+		for got := uint64(0); got < size; {
+			chunk := b.Get(blobChunkKey([]byte(h), len(chunks)))
+			if len(chunk) == 0 {
+				return fmt.Errorf("blob %s: chunk %d missing", h, len(chunks))
+			}
+			chunks = append(chunks, chunk)
+			got += uint64(len(chunk))
+		}
+		out = make([]byte, 0, size)
+		for _, c := range chunks {
+			out = append(out, c...) // copies out of the mapped file
+		}
+		if uint64(len(out)) != size {
+			return fmt.Errorf("blob %s: %d bytes stored, %d expected", h, len(out), size)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
