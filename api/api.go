@@ -1,0 +1,264 @@
+// Package api is Caliopen's JSON API for web and mobile clients: login,
+// conversations, messages, contacts and their keys, sending, a stream of new
+// messages, and the Privacy Index of each of them. Every handler is scoped to
+// the user of the bearer token; another user's resource answers exactly like
+// a resource that does not exist.
+package api
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/labstack/echo/v4"
+	"github.com/labstack/echo/v4/middleware"
+
+	"github.com/caliopen/caliopen/ingest"
+	"github.com/caliopen/caliopen/store"
+)
+
+// Prefix is where every route of the API lives.
+const Prefix = "/api/v1"
+
+// Config tunes the API. The zero value is usable: every field has a default.
+type Config struct {
+	// TokenTTL is how long a login token stays valid (default 24h).
+	TokenTTL time.Duration
+	// BodyLimit caps request bodies, in echo's notation (default "25M": a
+	// message with attachments being sent).
+	BodyLimit string
+
+	// Login rate limits: each key (user name, client address) may spend a
+	// burst of attempts, refilled one per interval.
+	LoginUserBurst    int           // default 5
+	LoginUserInterval time.Duration // default 1m
+	LoginAddrBurst    int           // default 20
+	LoginAddrInterval time.Duration // default 10s
+	// MaxConcurrentLogins bounds simultaneous password verifications, each
+	// of which costs 64 MiB of Argon2id memory (default 4).
+	MaxConcurrentLogins int
+
+	// IPExtractor finds the client address for rate limiting. The default
+	// trusts only the TCP peer: behind a reverse proxy, set one of echo's
+	// X-Forwarded-For extractors with the proxy's address ranges.
+	IPExtractor echo.IPExtractor
+
+	// FilterScanLimit bounds how many conversations one filtered list request
+	// examines (default 2000); the page may then be short, with a cursor.
+	FilterScanLimit int
+	// Heartbeat is the interval of SSE keep-alive comments (default 25s).
+	Heartbeat time.Duration
+
+	// PICacheTTL bounds how long a computed conversation PI is reused while
+	// the conversation is unchanged (default 5m); PICacheSize bounds the
+	// entries kept, in this cache and in the contact name cache (default
+	// 100,000; negative disables both).
+	PICacheTTL  time.Duration
+	PICacheSize int
+
+	// OutboundAuthenticated: the relay DKIM-signs outgoing mail aligned with
+	// the users' domains and those domains publish DMARC. It raises the
+	// potential of channels (what recipients will verify); claim it only
+	// when true.
+	OutboundAuthenticated bool
+}
+
+func (c Config) withDefaults() Config {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	defInt := func(i *int, v int) {
+		if *i <= 0 {
+			*i = v
+		}
+	}
+	def(&c.TokenTTL, 24*time.Hour)
+	if c.BodyLimit == "" {
+		c.BodyLimit = "25M"
+	}
+	defInt(&c.LoginUserBurst, 5)
+	def(&c.LoginUserInterval, time.Minute)
+	defInt(&c.LoginAddrBurst, 20)
+	def(&c.LoginAddrInterval, 10*time.Second)
+	defInt(&c.MaxConcurrentLogins, 4)
+	if c.IPExtractor == nil {
+		c.IPExtractor = echo.ExtractIPDirect()
+	}
+	defInt(&c.FilterScanLimit, 2000)
+	def(&c.Heartbeat, 25*time.Second)
+	def(&c.PICacheTTL, 5*time.Minute)
+	if c.PICacheSize == 0 {
+		c.PICacheSize = 100_000
+	}
+	return c
+}
+
+// Sender submits a message to the mail relay. An error of type
+// *SubmissionError is the relay refusing it; anything else is the relay
+// being unreachable or failing mid-way.
+type Sender interface {
+	Send(ctx context.Context, from string, to []string, msg []byte) error
+}
+
+// SentStorer files a message the user has just sent into their mailbox (the
+// conversation with its recipients; recipients are the envelope's, Bcc
+// included). *ingest.Ingester implements it.
+type SentStorer interface {
+	StoreSent(ctx context.Context, userID uuid.UUID, raw []byte, recipients []string) (ingest.Delivery, error)
+}
+
+// Deps are the API's collaborators. Store is required; the others default to
+// a discarding logger, time.Now, a new Hub, and no sending (503).
+type Deps struct {
+	Store  store.Store
+	Logger *slog.Logger
+	Sender Sender
+	Sent   SentStorer
+	Clock  func() time.Time
+	Hub    *Hub
+	// Domains feeds the Privacy Index with domain facts; optional.
+	Domains DomainFacts
+}
+
+// Server holds the API's state. Build it with New; serve Echo().
+type Server struct {
+	cfg     Config
+	st      store.Store
+	log     *slog.Logger
+	sender  Sender
+	sent    SentStorer
+	now     func() time.Time
+	hub     *Hub
+	domains DomainFacts
+
+	userLimiter *limiter
+	addrLimiter *limiter
+	loginSlots  chan struct{}
+	dummyHash   func() string
+	piCache     *piCache
+	names       *ttlCache[ownedID, contactName]
+
+	e *echo.Echo
+}
+
+// New builds the API and returns its Echo instance, ready to serve or to
+// mount (every route is under Prefix).
+func New(cfg Config, deps Deps) *echo.Echo {
+	return NewServer(cfg, deps).Echo()
+}
+
+// NewServer builds the API; use it when the caller needs the Server (its Hub).
+func NewServer(cfg Config, deps Deps) *Server {
+	cfg = cfg.withDefaults()
+	if deps.Store == nil {
+		panic("api: Deps.Store is required")
+	}
+	s := &Server{
+		cfg:         cfg,
+		st:          deps.Store,
+		log:         deps.Logger,
+		sender:      deps.Sender,
+		sent:        deps.Sent,
+		now:         deps.Clock,
+		hub:         deps.Hub,
+		domains:     deps.Domains,
+		userLimiter: newLimiter(cfg.LoginUserBurst, cfg.LoginUserInterval, 100_000),
+		addrLimiter: newLimiter(cfg.LoginAddrBurst, cfg.LoginAddrInterval, 100_000),
+		loginSlots:  make(chan struct{}, cfg.MaxConcurrentLogins),
+		dummyHash:   newDummyHash(),
+		piCache:     newPICache(cfg.PICacheTTL, cfg.PICacheSize),
+		names:       newTTLCache[ownedID, contactName](contactNameTTL, cfg.PICacheSize),
+	}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	if s.hub == nil {
+		s.hub = NewHub()
+	}
+	s.e = s.routes()
+	return s
+}
+
+// Echo returns the HTTP handler.
+func (s *Server) Echo() *echo.Echo { return s.e }
+
+// Hub returns the event hub new messages are published to.
+func (s *Server) Hub() *Hub { return s.hub }
+
+func (s *Server) routes() *echo.Echo {
+	e := echo.New()
+	e.HideBanner = true
+	e.HidePort = true
+	e.IPExtractor = s.cfg.IPExtractor
+	e.HTTPErrorHandler = s.handleError
+	e.Use(middleware.RecoverWithConfig(middleware.RecoverConfig{
+		DisableStackAll: true,
+		// The panic and its stack go to our log, never to the client.
+		LogErrorFunc: func(c echo.Context, err error, stack []byte) error {
+			s.log.ErrorContext(c.Request().Context(), "panic in handler",
+				"method", c.Request().Method, "path", c.Path(), "panic", err.Error(), "stack", string(stack))
+			return &Error{Status: http.StatusInternalServerError, Code: "internal", Message: "internal error"}
+		},
+	}))
+	e.Use(middleware.BodyLimit(s.cfg.BodyLimit))
+	e.Use(s.securityHeaders)
+
+	g := e.Group(Prefix)
+	g.GET("/openapi.json", s.openAPI)
+	g.POST("/login", s.login)
+
+	a := g.Group("", s.authenticate)
+	a.POST("/logout", s.logout)
+
+	a.GET("/me", s.getMe)
+	a.POST("/me/password", s.changePassword)
+
+	a.GET("/conversations", s.listConversations)
+	a.GET("/conversations/:id", s.getConversation)
+	a.DELETE("/conversations/:id", s.deleteConversation)
+	a.GET("/conversations/:id/messages", s.listMessages)
+
+	a.POST("/messages", s.sendMessage)
+	a.GET("/messages/:id", s.getMessage)
+	a.PATCH("/messages/:id", s.patchMessage)
+	a.DELETE("/messages/:id", s.deleteMessage)
+	a.GET("/messages/:id/raw", s.getRaw)
+	a.GET("/messages/:id/attachments/:part", s.getAttachment)
+
+	a.GET("/contacts", s.listContacts)
+	a.POST("/contacts", s.createContact)
+	a.GET("/contacts/:id", s.getContact)
+	a.PATCH("/contacts/:id", s.patchContact)
+	a.DELETE("/contacts/:id", s.deleteContact)
+	a.GET("/contacts/:id/privacy", s.contactPrivacy)
+	a.GET("/contacts/:id/keys", s.listKeys)
+	a.POST("/contacts/:id/keys", s.importKey)
+	a.POST("/contacts/:id/keys/:fingerprint/verify", s.verifyKey)
+	a.DELETE("/contacts/:id/keys/:fingerprint", s.deleteKey)
+
+	a.GET("/events", s.events)
+	return e
+}
+
+// securityHeaders keeps browsers from sniffing or framing API answers, and
+// from caching what is personal.
+func (s *Server) securityHeaders(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		h := c.Response().Header()
+		h.Set("X-Content-Type-Options", "nosniff")
+		h.Set("X-Frame-Options", "DENY")
+		h.Set("Referrer-Policy", "no-referrer")
+		h.Set("Cache-Control", "no-store")
+		return next(c)
+	}
+}
+
+// noContent answers 204.
+func noContent(c echo.Context) error { return c.NoContent(http.StatusNoContent) }

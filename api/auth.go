@@ -1,0 +1,204 @@
+package api
+
+import (
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"math"
+	"net/http"
+	"net/netip"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/labstack/echo/v4"
+
+	"github.com/caliopen/caliopen/internal/password"
+	"github.com/caliopen/caliopen/store"
+)
+
+const userKey = "caliopen.user"
+
+type loginRequest struct {
+	Username string `json:"username"`
+	Password string `json:"password"`
+}
+
+type loginResponse struct {
+	Token     string    `json:"token"`
+	TokenType string    `json:"token_type"`
+	ExpiresAt time.Time `json:"expires_at"`
+	UserID    uuid.UUID `json:"user_id"`
+}
+
+// newDummyHash returns a lazily computed hash of a random password, verified
+// when the user does not exist so that an unknown name costs as much as a
+// wrong password and timing does not reveal which names exist.
+func newDummyHash() func() string {
+	return sync.OnceValue(func() string {
+		var pw [16]byte
+		_, _ = rand.Read(pw[:])
+		h, err := password.Hash(hex.EncodeToString(pw[:]))
+		if err != nil {
+			// Hash fails only on an empty or oversized password, not this one.
+			panic(fmt.Sprintf("api: dummy password hash: %v", err))
+		}
+		return h
+	})
+}
+
+func (s *Server) login(c echo.Context) error {
+	var req loginRequest
+	if err := decodeJSON(c, &req); err != nil {
+		return err
+	}
+	name := strings.ToLower(strings.TrimSpace(req.Username))
+	if name == "" {
+		return badRequest("username", "username is required")
+	}
+	if req.Password == "" {
+		return badRequest("password", "password is required")
+	}
+	now := s.now()
+	// The address limit slows one client guessing many accounts, the user
+	// limit many clients guessing one. An attempt refused by one limit does
+	// not spend the other.
+	addr := clientKey(c.RealIP())
+	okAddr, wait := s.addrLimiter.allow(addr, now)
+	if okAddr {
+		var okUser bool
+		if okUser, wait = s.userLimiter.allow(name, now); !okUser {
+			s.addrLimiter.refund(addr)
+			okAddr = false
+		}
+	}
+	if !okAddr {
+		s.log.InfoContext(c.Request().Context(), "login rate limited", "user", name, "client", addr)
+		return &Error{Status: http.StatusTooManyRequests, Code: "rate_limited",
+			Message: "too many login attempts, try again later", RetryAfter: int(math.Ceil(wait.Seconds()))}
+	}
+
+	ctx := c.Request().Context()
+	select {
+	case s.loginSlots <- struct{}{}:
+		defer func() { <-s.loginSlots }()
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+
+	u, err := s.st.GetUserByName(ctx, name)
+	hash := u.PasswordHash
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		hash = s.dummyHash()
+	case err != nil:
+		return fmt.Errorf("login: get user: %w", err)
+	}
+	ok, verr := password.Verify(hash, req.Password)
+	if verr != nil {
+		s.log.ErrorContext(ctx, "stored password hash unusable", "user", name, "err", verr)
+	}
+	if err != nil || verr != nil || !ok {
+		s.log.InfoContext(ctx, "login failed", "user", name, "client", c.RealIP())
+		return &Error{Status: http.StatusUnauthorized, Code: "bad_credentials", Message: "wrong user name or password"}
+	}
+
+	token, t, err := newToken(u.ID, now, s.cfg.TokenTTL)
+	if err != nil {
+		return err
+	}
+	if err := s.st.PutToken(ctx, t); err != nil {
+		return fmt.Errorf("login: put token: %w", err)
+	}
+	s.log.InfoContext(ctx, "login", "user", name, "client", c.RealIP())
+	return c.JSON(http.StatusOK, loginResponse{Token: token, TokenType: "Bearer", ExpiresAt: t.ExpiresAt, UserID: u.ID})
+}
+
+// clientKey is the rate-limit key of a client address: the address itself
+// for IPv4, its /64 for IPv6, since one host usually holds a whole /64.
+func clientKey(ip string) string {
+	a, err := netip.ParseAddr(ip)
+	if err != nil {
+		return ip
+	}
+	a = a.Unmap()
+	if a.Is6() {
+		if p, err := a.Prefix(64); err == nil {
+			return p.String()
+		}
+	}
+	return a.String()
+}
+
+// newToken makes a bearer token: 32 random bytes, base64url. Only its
+// SHA-256 is stored, so a copy of the store does not yield usable tokens.
+func newToken(userID uuid.UUID, now time.Time, ttl time.Duration) (string, store.Token, error) {
+	var b [32]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", store.Token{}, fmt.Errorf("token: %w", err)
+	}
+	tok := base64.RawURLEncoding.EncodeToString(b[:])
+	return tok, store.Token{Hash: tokenHash(tok), UserID: userID, CreatedAt: now, ExpiresAt: now.Add(ttl)}, nil
+}
+
+func tokenHash(tok string) string {
+	sum := sha256.Sum256([]byte(tok))
+	return hex.EncodeToString(sum[:])
+}
+
+func bearer(c echo.Context) (string, bool) {
+	h := c.Request().Header.Get(echo.HeaderAuthorization)
+	scheme, tok, ok := strings.Cut(h, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return "", false
+	}
+	tok = strings.TrimSpace(tok)
+	// 32 bytes in unpadded base64url are 43 characters.
+	if len(tok) != 43 {
+		return "", false
+	}
+	return tok, true
+}
+
+// authenticate resolves the bearer token to its user; every handler behind
+// it reads the user with userID and passes it to the store.
+func (s *Server) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		tok, ok := bearer(c)
+		if !ok {
+			return errUnauthorized
+		}
+		h := tokenHash(tok)
+		t, err := s.st.GetToken(c.Request().Context(), h)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			return errUnauthorized
+		case err != nil:
+			return fmt.Errorf("authenticate: %w", err)
+		}
+		// The store drops expired tokens by its own clock; check ours too.
+		if !s.now().Before(t.ExpiresAt) {
+			return errUnauthorized
+		}
+		c.Set(userKey, t.UserID)
+		c.Set(userKey+".token", h)
+		return next(c)
+	}
+}
+
+func userID(c echo.Context) uuid.UUID {
+	id, _ := c.Get(userKey).(uuid.UUID)
+	return id
+}
+
+func (s *Server) logout(c echo.Context) error {
+	h, _ := c.Get(userKey + ".token").(string)
+	if err := s.st.DeleteToken(c.Request().Context(), h); err != nil && !errors.Is(err, store.ErrNotFound) {
+		return fmt.Errorf("logout: %w", err)
+	}
+	return noContent(c)
+}

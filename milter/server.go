@@ -1,0 +1,360 @@
+// Package milter is Caliopen's Postfix milter: at the end of each message it
+// hands the envelope and the raw bytes to ingest, which stores them, and
+// answers Postfix only once the store has them. Anything that goes wrong on
+// our side becomes 451 4.3.0 so the sender retries; nothing is ever silently
+// accepted.
+//
+// It speaks the milter protocol through github.com/emersion/go-milter. That
+// library replaces its per-session handler after any final answer other than
+// CONTINUE, losing what was learnt at connect, HELO and STARTTLS; so this
+// package keeps connection facts in a per-connection object the handlers
+// share, and ends every successful message with CONTINUE, which Postfix
+// treats as accept at end of message.
+//
+// The milter stores before Postfix has queued the message. Should Postfix
+// still refuse it afterwards (a later milter, a queue file error), the
+// sender retries and ingest's idempotent delivery keeps one copy.
+package milter
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	gomilter "github.com/emersion/go-milter"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/caliopen/caliopen/ingest"
+)
+
+// Ingester stores one message; *ingest.Ingester implements it. An error
+// means the message may not be stored: the milter asks the sender to retry
+// (451), and ingest's idempotent delivery makes a partial store harmless.
+type Ingester interface {
+	Ingest(ctx context.Context, env ingest.Envelope, raw []byte) (ingest.Result, error)
+}
+
+// Defaults for the zero values of Server's fields.
+const (
+	// DefaultMaxMessageBytes matches config's milter.max_message_size and the
+	// message_size_limit in contrib/postfix/main.cf.
+	DefaultMaxMessageBytes = 50 << 20
+	// DefaultIngestTimeout stays well under Postfix's milter_content_timeout
+	// (300s by default, 60s in contrib/postfix) so we answer 451 ourselves
+	// rather than leaving Postfix to time out.
+	DefaultIngestTimeout = 45 * time.Second
+	// DefaultShutdownTimeout bounds how long Serve waits, after its context
+	// ends, for messages being stored to get their answer.
+	DefaultShutdownTimeout = 30 * time.Second
+)
+
+// Server is the milter. Set its fields, then call Serve; do not change them
+// while it serves.
+type Server struct {
+	// Ingester stores messages. Required.
+	Ingester Ingester
+	// MaxMessageBytes limits a message's header and body as received; a
+	// larger one gets 552 5.3.4 and is never buffered past the limit.
+	// Zero means DefaultMaxMessageBytes.
+	MaxMessageBytes int64
+	// IngestTimeout bounds one Ingest call. Zero means DefaultIngestTimeout.
+	IngestTimeout time.Duration
+	// ShutdownTimeout bounds the drain when Serve's context ends. Zero
+	// means DefaultShutdownTimeout.
+	ShutdownTimeout time.Duration
+	// Log receives one line per message and any errors; nil means slog.Default().
+	Log *slog.Logger
+	// Metrics, when set, receives the milter's Prometheus collectors.
+	Metrics prometheus.Registerer
+}
+
+// Macros the milter needs, per stage, requested with SMFIF_SETSYMLIST.
+// Postfix honours the request, which replaces main.cf's milter_*_macros for
+// this milter (TestMacrosRequestedBySymList); contrib/postfix lists the same
+// macros in main.cf anyway, so the configuration says what we rely on.
+var symList = map[gomilter.Stage][]string{
+	gomilter.StageConnect: {"{client_name}", "{client_addr}"},
+	// TLS facts are known from the EHLO after STARTTLS.
+	gomilter.StageHelo:     {"{tls_version}", "{cipher}", "{cipher_bits}"},
+	gomilter.StageMailFrom: {"i", "{auth_authen}", "{tls_version}", "{cipher}", "{cipher_bits}"},
+	gomilter.StageEOM:      {"i"},
+}
+
+// protocol: no callbacks for stages we do not use; header values with
+// their leading white space, so headers can be rebuilt byte for byte; and
+// no replies before end of message (SMFIP_NR_*). The milter only ever
+// answers at end of message, so every earlier reply would be a CONTINUE that
+// costs Postfix a round trip per command, header and body chunk.
+const protocol = gomilter.OptNoUnknown | gomilter.OptNoData | gomilter.OptHeaderLeadingSpace |
+	gomilter.OptNoConnReply | gomilter.OptNoHeloReply | gomilter.OptNoMailReply | gomilter.OptNoRcptReply |
+	gomilter.OptNoHeaderReply | gomilter.OptNoEOHReply | gomilter.OptNoBodyReply
+
+// Serve answers milter connections from ln until ctx ends, then stops
+// accepting, lets each message already being stored get its answer (up to
+// ShutdownTimeout), closes every connection and returns nil. Postfix applies
+// milter_default_action (tempfail) to sessions whose milter went away.
+// Serve closes ln.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	defer ln.Close()
+	if s.Ingester == nil {
+		return errors.New("milter: Server.Ingester is nil")
+	}
+	m, err := newMetrics(s.Metrics)
+	if err != nil {
+		return err
+	}
+	run := &runner{
+		srv:     s,
+		log:     s.logger(),
+		metrics: m,
+		max:     s.MaxMessageBytes,
+		timeout: s.IngestTimeout,
+		conns:   map[*conn]struct{}{},
+		// Ingest must finish even while Serve drains: the message is in
+		// flight and its sender waits for our answer.
+		ingestCtx: context.WithoutCancel(ctx),
+	}
+	if run.max <= 0 {
+		run.max = DefaultMaxMessageBytes
+	}
+	if run.timeout <= 0 {
+		run.timeout = DefaultIngestTimeout
+	}
+
+	stop := context.AfterFunc(ctx, func() { ln.Close() })
+	defer stop()
+	var acceptErr error
+	for {
+		nc, err := ln.Accept()
+		if err != nil {
+			if ctx.Err() == nil {
+				// Out of file descriptors and the like pass: back off rather
+				// than stop, since without the milter all mail is tempfailed.
+				var te interface{ Temporary() bool }
+				if errors.As(err, &te) && te.Temporary() {
+					run.log.Warn("milter: accept", "err", err)
+					time.Sleep(100 * time.Millisecond)
+					continue
+				}
+				acceptErr = fmt.Errorf("milter: accept: %w", err)
+			}
+			break
+		}
+		run.serveConn(nc)
+	}
+	ln.Close()
+
+	shutdown := s.ShutdownTimeout
+	if shutdown <= 0 {
+		shutdown = DefaultShutdownTimeout
+	}
+	run.drain(shutdown)
+	return acceptErr
+}
+
+func (s *Server) logger() *slog.Logger {
+	if s.Log != nil {
+		return s.Log
+	}
+	return slog.Default()
+}
+
+// runner is one Serve call's state.
+type runner struct {
+	srv       *Server
+	log       *slog.Logger
+	metrics   *metrics
+	max       int64
+	timeout   time.Duration
+	ingestCtx context.Context
+
+	mu       sync.Mutex
+	conns    map[*conn]struct{}
+	draining bool
+	wg       sync.WaitGroup
+}
+
+// serveConn runs go-milter on one connection. Each connection gets its own
+// go-milter Server over a one-connection listener, so that the handler
+// factory can bind every handler it makes (go-milter makes a new one after
+// each final answer) to this connection's facts.
+func (r *runner) serveConn(nc net.Conn) {
+	c := &conn{Conn: nc, run: r, done: make(chan struct{})}
+	// Room for a whole body chunk packet (Postfix sends up to 64 KB).
+	c.br = bufio.NewReaderSize(nc, 70<<10)
+	r.mu.Lock()
+	if r.draining {
+		r.mu.Unlock()
+		nc.Close()
+		return
+	}
+	r.conns[c] = struct{}{}
+	r.wg.Add(1)
+	r.mu.Unlock()
+	r.metrics.connections.Inc()
+
+	gs := &gomilter.Server{
+		NewMilter: func() gomilter.Milter { return &session{c: c} },
+		Actions:   gomilter.OptSetSymList,
+		Protocol:  protocol,
+		SymList:   symList,
+	}
+	go func() {
+		// Returns once the connection is closed: the listener hands out
+		// this one connection and then blocks until c closes.
+		_ = gs.Serve(&oneConnListener{c: c})
+	}()
+}
+
+// drain closes idle connections now and busy ones as soon as their answer
+// is written, waiting at most timeout before closing everything.
+func (r *runner) drain(timeout time.Duration) {
+	r.mu.Lock()
+	r.draining = true
+	conns := make([]*conn, 0, len(r.conns))
+	for c := range r.conns {
+		conns = append(conns, c)
+	}
+	r.mu.Unlock()
+	for _, c := range conns {
+		c.closeWhenIdle()
+	}
+	done := make(chan struct{})
+	go func() { r.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(timeout):
+		r.log.Warn("milter: shutdown timeout, closing connections with messages in flight", "timeout", timeout)
+		for _, c := range conns {
+			c.Close()
+		}
+		<-done
+	}
+}
+
+func (r *runner) forget(c *conn) {
+	r.mu.Lock()
+	delete(r.conns, c)
+	r.mu.Unlock()
+	r.metrics.connections.Dec()
+	r.wg.Done()
+}
+
+func (r *runner) isDraining() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.draining
+}
+
+// conn is one milter connection, which Postfix opens per SMTP session. It
+// holds the SMTP connection's facts for every message on it, and knows
+// whether an answer is owed, so a shutdown does not cut a stored message's
+// answer.
+type conn struct {
+	net.Conn
+	run *runner
+
+	// facts are written and read only by go-milter's goroutine for this
+	// connection (callbacks run one at a time).
+	facts facts
+
+	br *bufio.Reader
+
+	mu        sync.Mutex
+	answering bool // between end of message and the answer written
+	closing   bool // close once the answer is written
+	closeOnce sync.Once
+	done      chan struct{}
+}
+
+// facts are what the SMTP session told us before MAIL FROM.
+type facts struct {
+	local                        bool // not SMTP: mail Postfix got otherwise
+	clientAddr, clientName, helo string
+	tlsVersion, tlsCipher        string
+	tlsBits                      int
+	authUser                     string
+}
+
+func (c *conn) beginAnswer() {
+	c.mu.Lock()
+	c.answering = true
+	c.mu.Unlock()
+}
+
+// Write sends go-milter's packets; the answer to end of message is written
+// in one Write (go-milter flushes a bufio.Writer per packet), after which a
+// draining server may close the connection.
+func (c *conn) Write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	c.mu.Lock()
+	closeNow := c.answering && c.closing
+	c.answering = false
+	c.mu.Unlock()
+	if closeNow {
+		c.Close()
+	}
+	return n, err
+}
+
+// Read buffers: go-milter reads each packet's 4-byte length and then its
+// payload straight from the connection, two system calls per packet. It
+// reports a connection we closed as EOF, so go-milter ends the session
+// quietly instead of logging a read error.
+func (c *conn) Read(p []byte) (int, error) {
+	n, err := c.br.Read(p)
+	if err != nil {
+		select {
+		case <-c.done:
+			return n, io.EOF
+		default:
+		}
+	}
+	return n, err
+}
+
+func (c *conn) closeWhenIdle() {
+	c.mu.Lock()
+	c.closing = true
+	busy := c.answering
+	c.mu.Unlock()
+	if !busy {
+		c.Close()
+	}
+}
+
+func (c *conn) Close() error {
+	err := net.ErrClosed
+	c.closeOnce.Do(func() {
+		err = c.Conn.Close()
+		close(c.done)
+		c.run.forget(c)
+	})
+	return err
+}
+
+// oneConnListener yields one connection, then blocks until it closes, so
+// go-milter's Serve returns when the connection ends.
+type oneConnListener struct {
+	c    *conn
+	once sync.Once
+}
+
+func (l *oneConnListener) Accept() (net.Conn, error) {
+	var first bool
+	l.once.Do(func() { first = true })
+	if first {
+		return l.c, nil
+	}
+	<-l.c.done
+	return nil, net.ErrClosed
+}
+
+func (l *oneConnListener) Close() error   { return nil }
+func (l *oneConnListener) Addr() net.Addr { return l.c.LocalAddr() }
