@@ -25,6 +25,9 @@ type SMTPConfig struct {
 	TLSConfig *tls.Config
 	// RequireTLS refuses to submit when the relay does not offer STARTTLS.
 	RequireTLS bool
+	// NoTLS never attempts STARTTLS: for a relay on loopback, whose
+	// certificate (often Debian's snakeoil) would not verify anyway.
+	NoTLS bool
 	// Timeout bounds one submission (default 60s).
 	Timeout time.Duration
 }
@@ -91,7 +94,7 @@ func (s *SMTPSender) Send(ctx context.Context, from string, to []string, msg []b
 	if err := c.Hello(s.cfg.LocalName); err != nil {
 		return smtpErr("EHLO", err)
 	}
-	if ok, _ := c.Extension("STARTTLS"); ok {
+	if ok, _ := c.Extension("STARTTLS"); ok && !s.cfg.NoTLS {
 		tc := s.cfg.TLSConfig
 		if tc == nil {
 			tc = &tls.Config{ServerName: host, MinVersion: tls.VersionTLS12}

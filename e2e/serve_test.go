@@ -10,8 +10,6 @@ import (
 	"time"
 
 	"github.com/caliopen/caliopen/internal/postfixtest"
-	"github.com/caliopen/caliopen/store"
-	"github.com/caliopen/caliopen/store/embedded"
 )
 
 const password = "Correct-Horse-Battery-Staple-9"
@@ -387,34 +385,14 @@ func makeVector5Keys(t *testing.T) *vector5 {
 	return &vector5{grace: graceHome, sender: sender, senderPub: sender.exportPublic("paul@pgp.test"), senderFpr: sender.fingerprint("paul@pgp.test")}
 }
 
-// giveServerKey gives grace a server-side private key.
-//
-// No CLI command nor API route sets store.User.Setup.PrivateKey (nor
-// KeyCustody): keytrust reads it, nothing writes it. Until one exists the
-// test writes it with the store package itself, on the embedded file, before
-// serve holds its lock: the only way there is.
+// giveServerKey gives grace a server-side private key with the CLI
+// (`caliopen user key`), before serve holds the embedded store's lock.
 func giveServerKey(t *testing.T, d *serveDeployment, v *vector5) *vector5 {
 	t.Helper()
-	graceHome := v.grace
-
-	ctx := context.Background()
-	st, err := embedded.Open(d.dbPath)
-	if err != nil {
-		t.Fatalf("open embedded store %s: %v", d.dbPath, err)
+	out, err := d.node.cli(v.grace.exportSecret("grace@example.test"), "user", "key", "grace")
+	if err != nil || !strings.Contains(out, "custody: server") {
+		t.Fatalf("caliopen user key grace: %v\n%s", err, out)
 	}
-	defer st.Close()
-	u, err := st.GetUserByName(ctx, "grace")
-	if err != nil {
-		t.Fatal(err)
-	}
-	u.Setup.HasKeyPair = true
-	u.Setup.KeyCustody = "server"
-	u.Setup.PrivateKey = graceHome.exportSecret("grace@example.test")
-	u.Setup.PublicKey = graceHome.exportPublic("grace@example.test")
-	if err := st.UpdateUser(ctx, u); err != nil {
-		t.Fatal(err)
-	}
-	var _ store.Store = st
 	return v
 }
 

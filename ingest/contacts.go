@@ -502,6 +502,9 @@ func (in *Ingester) moveMessage(ctx context.Context, m store.Message, to, into, 
 	moved := m
 	moved.ConversationID = to
 	moved.Participants = replaceInParticipants(m.Participants, into, from, false)
+	// Delete then put (the dedup key must be free for the put): once the
+	// delete is done, a cancelled request must not stop the put halfway.
+	ctx = context.WithoutCancel(ctx)
 	if err := in.Store.DeleteMessage(ctx, m.UserID, m.ID); err != nil && !errors.Is(err, store.ErrNotFound) {
 		return fmt.Errorf("ingest: merge: move message %s: %w", m.ID, err)
 	}

@@ -238,12 +238,13 @@ func (in *Ingester) deliver(ctx context.Context, userID uuid.UUID, m *prepared, 
 
 	sec := Security{Version: SecurityVersion, Structure: p.Structure, ParseProblems: p.Problems}
 	features := baseFeatures(m.env, p, m.inbound)
+	var afterStore func(context.Context) error
 	if m.inbound {
 		sec.Envelope = envelopeFacts(m.env)
 		if features.History, err = in.history(ctx, userID, pp.sender, conv); err != nil {
 			return Delivery{}, err
 		}
-		features, err = in.verify(ctx, VerifyInput{
+		features, afterStore, err = in.verify(ctx, VerifyInput{
 			UserID: userID, Envelope: m.env, Raw: m.raw, From: pp.from, Parsed: p,
 			Sender: pp.sender, Features: features,
 		}, &sec)
@@ -281,6 +282,13 @@ func (in *Ingester) deliver(ctx context.Context, userID uuid.UUID, m *prepared, 
 	stored, created, err := in.Store.PutMessage(ctx, msg)
 	if err != nil {
 		return Delivery{}, fmt.Errorf("ingest: store message for %s: %w", userID, err)
+	}
+	if created && afterStore != nil {
+		// The message is stored: a failure here only loses what the
+		// verifier wanted to remember, never the message.
+		if err := afterStore(ctx); err != nil {
+			in.log().Warn("ingest: after-store step failed", "user", userID, "message", stored.ID, "err", err)
+		}
 	}
 	in.log().Debug("ingest: delivered", "user", userID, "message", stored.ID, "conversation", stored.ConversationID, "created", created)
 	return Delivery{UserID: userID, MessageID: stored.ID, ConversationID: stored.ConversationID, Created: created}, nil

@@ -67,7 +67,8 @@ func envelopeFacts(env Envelope) *EnvelopeFacts {
 // complete feature set; ingest keeps History as it computed it. A failed
 // check is a fact, not an error: an error means verification could not run
 // at all, and ingest then stores the message with in.Features alone (unless
-// ctx is done, which fails the ingest so that the sender retries).
+// ctx is done or the store is unavailable, which fails the ingest so that
+// the sender retries and the message is verified in full then).
 type Verifier interface {
 	Verify(ctx context.Context, in VerifyInput) (Verification, error)
 }
@@ -103,6 +104,10 @@ type Verification struct {
 	Features privacyindex.MessageFeatures
 	// Details is stored as Security.Verification; it must marshal to JSON.
 	Details any
+	// AfterStore, when set, runs once the message is stored for the first
+	// time (not for a retry or duplicate), so that what the verifier learnt
+	// (keys seen, how often) counts each message once.
+	AfterStore func(ctx context.Context) error
 }
 
 // baseFeatures is what ingest itself sees, with no key and no DNS.
@@ -124,19 +129,27 @@ func baseFeatures(env Envelope, p *Parsed, inbound bool) privacyindex.MessageFea
 
 // verify runs the Verifier, if any, and returns the features and the
 // security record.
-func (in *Ingester) verify(ctx context.Context, vin VerifyInput, sec *Security) (privacyindex.MessageFeatures, error) {
+func (in *Ingester) verify(ctx context.Context, vin VerifyInput, sec *Security) (privacyindex.MessageFeatures, func(context.Context) error, error) {
 	f := vin.Features
 	if in.Verifier == nil {
-		return f, nil
+		return f, nil, nil
 	}
 	v, err := in.callVerifier(ctx, vin)
 	if err != nil {
 		if ctx.Err() != nil {
-			return f, fmt.Errorf("ingest: verify: %w", errors.Join(err, ctx.Err()))
+			return f, nil, fmt.Errorf("ingest: verify: %w", errors.Join(err, ctx.Err()))
+		}
+		// A store blip would otherwise lose every verified fact (and
+		// warnings) for good: better the sender retries.
+		if errors.Is(err, store.ErrUnavailable) {
+			return f, nil, fmt.Errorf("ingest: verify: %w", err)
 		}
 		in.log().Warn("ingest: verification failed; storing with ingest's own facts", "user", vin.UserID, "err", err)
 		sec.VerifyError = clip(fixText(err.Error()), 500)
-		return f, nil
+		// The MIME structure alone proves no encryption: a sender can label
+		// plain text "multipart/encrypted".
+		f.Encryption, f.Strength = privacyindex.EncNone, privacyindex.StrengthWeak
+		return f, nil, nil
 	}
 	if v.Details != nil {
 		if b, err := json.Marshal(v.Details); err == nil {
@@ -147,7 +160,7 @@ func (in *Ingester) verify(ctx context.Context, vin VerifyInput, sec *Security) 
 	}
 	out := v.Features
 	out.History = f.History // ingest owns the history
-	return out, nil
+	return out, v.AfterStore, nil
 }
 
 // callVerifier turns a Verifier panic into an error: a bug there must not

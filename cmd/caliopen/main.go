@@ -129,7 +129,9 @@ func run(ctx context.Context, args, environ []string, stdin io.Reader, stdout, s
 	cfg, err := config.Load(cfgPath, env, sets)
 	if err != nil {
 		if cmd == "deliver" {
-			return &exitError{78, err} // EX_CONFIG
+			// Not EX_CONFIG: Postfix bounces that (5.3.5), and a config
+			// being edited must only delay mail.
+			return &exitError{exTempFail, err}
 		}
 		return err
 	}

@@ -115,8 +115,8 @@ func TestBadConfigurationAndCommands(t *testing.T) {
 	}
 	var ee *exitError
 	_, err = c.run("", "--set", "milter.listen=nope", "deliver", "a@b.org")
-	if !errors.As(err, &ee) || ee.code != 78 {
-		t.Fatalf("deliver with bad config: %v, want exit 78 (EX_CONFIG)", err)
+	if !errors.As(err, &ee) || ee.code != exTempFail {
+		t.Fatalf("deliver with bad config: %v, want exit 75 (EX_TEMPFAIL: Postfix retries)", err)
 	}
 }
 

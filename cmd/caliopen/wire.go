@@ -116,7 +116,8 @@ func (a *app) startAPI(rt *runtime, ing *ingest.Ingester, hub *api.Hub) error {
 		return err
 	}
 	sub := a.cfg.API.Submission
-	smtp := api.SMTPConfig{Addr: sub.Address, Username: sub.Username, Password: sub.Password, RequireTLS: sub.StartTLS}
+	// starttls = true: required and verified; false: plain, for a loopback relay.
+	smtp := api.SMTPConfig{Addr: sub.Address, Username: sub.Username, Password: sub.Password, RequireTLS: sub.StartTLS, NoTLS: !sub.StartTLS}
 	srv := api.NewServer(api.Config{
 		TokenTTL:  time.Duration(a.cfg.API.TokenTTL),
 		BodyLimit: fmt.Sprintf("%dB", a.cfg.API.MaxBody),
@@ -214,7 +215,14 @@ const (
 // deliver stores one message read on stdin for the given recipients. As a
 // Postfix pipe transport: argv = caliopen deliver ${recipient}
 // (flags=R adds our own Return-Path and Received: we skip the latter).
-func (a *app) deliver(ctx context.Context, args []string) error {
+func (a *app) deliver(ctx context.Context, args []string) (err error) {
+	// Any exit status Postfix does not know bounces the message: a bug
+	// must only delay it.
+	defer func() {
+		if r := recover(); r != nil {
+			err = &exitError{exTempFail, fmt.Errorf("deliver: internal error: %v", r)}
+		}
+	}()
 	var env ingest.Envelope
 	for len(args) > 0 && strings.HasPrefix(args[0], "-") {
 		switch {

@@ -145,7 +145,8 @@ func Load(path string, environ []string, sets []string) (Config, error) {
 	}
 	for _, kv := range environ {
 		k, v, ok := strings.Cut(kv, "=")
-		if !ok || !strings.HasPrefix(k, "CALIOPEN_") {
+		// CALIOPEN_TEST_* belong to the test suite, not to the configuration.
+		if !ok || !strings.HasPrefix(k, "CALIOPEN_") || strings.HasPrefix(k, "CALIOPEN_TEST_") {
 			continue
 		}
 		key, ok := envKeys()[k]

@@ -37,7 +37,7 @@ func TestPrecedence(t *testing.T) {
 	f := filepath.Join(t.TempDir(), "c.toml")
 	os.WriteFile(f, []byte("[store]\nengine = \"cassandra\"\n[store.cassandra]\nkeyspace = \"fromfile\"\n"), 0o600)
 	c, err := Load(f,
-		[]string{"CALIOPEN_STORE_CASSANDRA_KEYSPACE=fromenv", "CALIOPEN_STORE_CASSANDRA_HOSTS=a:1, b:2", "HOME=/x"},
+		[]string{"CALIOPEN_STORE_CASSANDRA_KEYSPACE=fromenv", "CALIOPEN_STORE_CASSANDRA_HOSTS=a:1, b:2", "HOME=/x", "CALIOPEN_TEST_CASSANDRA=127.0.0.1:1"},
 		[]string{"store.cassandra.timeout=9s", "lookupd.tcp_table=127.0.0.1:1=domains"})
 	if err != nil {
 		t.Fatal(err)
