@@ -9,11 +9,15 @@ package keytrust
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"time"
+
+	"github.com/google/uuid"
 
 	"github.com/caliopen/caliopen/ingest"
 	"github.com/caliopen/caliopen/privacyindex"
@@ -25,7 +29,8 @@ import (
 // on first use counts it as consistent (PRIVACY-INDEX.md, A3).
 const ConsistentAfter = 3
 
-// Verifier implements ingest.Verifier.
+// Verifier implements ingest.Verifier. Its zero value (with Base and Store
+// set) is ready; it must not be copied after first use.
 type Verifier struct {
 	// Base is the configured verifier (DNS resolver, trusted sealers…);
 	// its Keys field is set per call from the sender's contact.
@@ -33,6 +38,61 @@ type Verifier struct {
 	Store store.Store
 	Log   *slog.Logger
 	Now   func() time.Time
+
+	// The DNS checks (DKIM, SPF, DMARC, ARC) depend on the message only:
+	// a message for several users is checked once, and each user gets only
+	// the OpenPGP analysis, which depends on their keys.
+	mu     sync.Mutex
+	recent map[[32]byte]recentFacts
+}
+
+type recentFacts struct {
+	facts verify.Facts
+	at    time.Time
+}
+
+// recentTTL bounds how long DNS facts are reused: the deliveries of one
+// message follow each other within an ingest call.
+const recentTTL = time.Minute
+
+func (k *Verifier) verifyOnce(ctx context.Context, v *verify.Verifier, in verify.Input) (verify.Facts, error) {
+	// The SMTP facts are part of the key: the same bytes from another
+	// client are checked again (SPF depends on it).
+	h := sha256.New()
+	for _, part := range []string{in.MailFrom, in.ClientIP, in.Helo, in.From} {
+		h.Write([]byte(part))
+		h.Write([]byte{0})
+	}
+	h.Write(in.Raw)
+	var key [32]byte
+	h.Sum(key[:0])
+	now := time.Now()
+	k.mu.Lock()
+	r, ok := k.recent[key]
+	k.mu.Unlock()
+	if ok && now.Sub(r.at) < recentTTL {
+		f := r.facts
+		f.PGP = v.OpenPGP(ctx, in)
+		return f, nil
+	}
+	f, err := v.Verify(ctx, in)
+	if err != nil {
+		return f, err
+	}
+	k.mu.Lock()
+	if k.recent == nil {
+		k.recent = map[[32]byte]recentFacts{}
+	}
+	for h, old := range k.recent { // few entries: messages in flight
+		if now.Sub(old.at) >= recentTTL {
+			delete(k.recent, h)
+		}
+	}
+	if len(k.recent) < 1024 {
+		k.recent[key] = recentFacts{facts: f, at: now}
+	}
+	k.mu.Unlock()
+	return f, nil
 }
 
 var _ ingest.Verifier = (*Verifier)(nil)
@@ -64,139 +124,195 @@ func (k *Verifier) log() *slog.Logger {
 	return slog.Default()
 }
 
-// Verify runs verification for one delivery and returns the full feature set.
+// Verify runs verification for one delivery and returns the full feature
+// set. It changes nothing: what the message teaches about the sender's keys
+// is written by the returned AfterStore, once the message is stored for the
+// first time, so a retried or duplicated message counts once.
 func (k *Verifier) Verify(ctx context.Context, in ingest.VerifyInput) (ingest.Verification, error) {
 	v := *k.Base
 	var sender *store.Contact
 	if in.Sender != nil {
-		// Re-read: ingest saved the contact just before, and another delivery
-		// may have recorded a key since.
+		// Re-read: another delivery may have recorded a key since ingest
+		// resolved the contact. Gone meanwhile (merged, deleted): no keys.
 		c, err := k.Store.GetContact(ctx, in.UserID, in.Sender.ID)
-		if err != nil {
+		switch {
+		case err == nil:
+			sender = &c
+			keys := make(contactKeys, 0, len(c.Keys))
+			for _, key := range c.Keys {
+				keys = append(keys, key.Armored)
+			}
+			v.Keys = keys
+		case !errors.Is(err, store.ErrNotFound):
 			return ingest.Verification{}, fmt.Errorf("keytrust: sender contact: %w", err)
 		}
-		sender = &c
-		keys := make(contactKeys, 0, len(c.Keys))
-		for _, key := range c.Keys {
-			keys = append(keys, key.Armored)
-		}
-		v.Keys = keys
 	}
 	input := verify.Input{
 		Raw: in.Raw, MailFrom: in.Envelope.MailFrom, ClientIP: in.Envelope.ClientAddr,
 		Helo: in.Envelope.Helo, From: in.From,
 	}
-	user, err := k.Store.GetUser(ctx, in.UserID)
-	if err != nil {
-		return ingest.Verification{}, fmt.Errorf("keytrust: user: %w", err)
+	// The private key matters only for encrypted mail; plain mail needs no
+	// user read.
+	if in.Parsed == nil || in.Features.Encryption != privacyindex.EncNone {
+		user, err := k.Store.GetUser(ctx, in.UserID)
+		if err != nil {
+			return ingest.Verification{}, fmt.Errorf("keytrust: user: %w", err)
+		}
+		if user.Setup.KeyCustody == "server" && user.Setup.PrivateKey != "" {
+			input.RecipientKeys = []string{user.Setup.PrivateKey}
+		}
 	}
-	if user.Setup.KeyCustody == "server" && user.Setup.PrivateKey != "" {
-		input.RecipientKeys = []string{user.Setup.PrivateKey}
-	}
-	facts, err := v.Verify(ctx, input)
+	facts, err := k.verifyOnce(ctx, &v, input)
 	if err != nil {
 		return ingest.Verification{}, err
 	}
 	features := in.Features
 	facts.Apply(&features)
 
-	state := "none"
+	state, learn := "none", learnt{}
 	if sender != nil {
-		state, err = k.recordKeys(ctx, sender, facts)
-		if err != nil {
-			return ingest.Verification{}, err
-		}
+		state, learn = assess(*sender, facts)
 	}
 	switch state {
 	case "verified":
 		features.Key = privacyindex.KeyVerified
-	case "discovered":
-		features.Key = privacyindex.KeyDiscovered
 	case "consistent":
 		features.Key = privacyindex.KeyConsistent
 	case "first_seen":
 		features.Key = privacyindex.KeyFirstSeen
 	case "changed":
-		features.Key = privacyindex.KeyFirstSeen
 		features.KeyChanged = true
-	default:
-		features.Key = privacyindex.KeyNone
+		if learn.signer != "" {
+			features.Key = privacyindex.KeyFirstSeen
+		}
 	}
-	return ingest.Verification{Features: features, Details: Details{Facts: facts, KeyState: state}}, nil
+	// Keep stored facts small: a harvested key is named by its fingerprint;
+	// its armor goes to the contact.
+	for i := range facts.PGP.Keys {
+		facts.PGP.Keys[i].Key.Armored = ""
+	}
+	out := ingest.Verification{Features: features, Details: Details{Facts: facts, KeyState: state}}
+	if sender != nil && (learn.signer != "" || len(learn.keys) > 0) {
+		userID, contactID := sender.UserID, sender.ID
+		out.AfterStore = func(ctx context.Context) error { return k.record(ctx, userID, contactID, learn) }
+	}
+	return out, nil
 }
 
-// recordKeys updates the sender contact's keys from this message and says
-// what is known of the key that signed it.
-func (k *Verifier) recordKeys(ctx context.Context, c *store.Contact, f verify.Facts) (string, error) {
-	now := k.now().UTC()
-	changed := false
-	state := "none"
-	hadVerified := false
-	for _, key := range c.Keys {
-		hadVerified = hadVerified || key.Verified
+// MaxKeysPerContact bounds what messages can pile onto a contact.
+const MaxKeysPerContact = 5
+
+// learnt is what one message teaches about a contact's keys.
+type learnt struct {
+	signer string            // fingerprint of a known key that validly signed it
+	keys   []store.PublicKey // new keys it carries for the contact
+}
+
+// assess decides A3 for one message from the contact as it is, and what to
+// record once the message is stored. Rules (PRIVACY-INDEX.md A3): only a
+// valid signature by a key we hold for the contact earns trust; a key that
+// differs from one the user verified, or from the key the contact has been
+// signing with, is a change (a warning) until the user verifies it.
+func assess(c store.Contact, f verify.Facts) (string, learnt) {
+	var l learnt
+	var verified, signing *store.PublicKey // a verified key; the key seen signing most recently
+	for i := range c.Keys {
+		key := &c.Keys[i]
+		if key.Verified {
+			verified = key
+		}
+		if key.SeenCount > 0 && (signing == nil || key.LastSeen.After(signing.LastSeen)) {
+			signing = key
+		}
 	}
-	// The signing key: trust follows its record.
+	state := "none"
 	if fp := f.PGP.SignerFingerprint; fp != "" && f.PGP.Signature == privacyindex.SigValid {
 		if i := keyIndex(c.Keys, fp); i >= 0 {
-			key := &c.Keys[i]
-			key.SeenCount++
-			key.LastSeen = now
-			changed = true
+			key := c.Keys[i]
+			l.signer = key.Fingerprint
 			switch {
 			case key.Verified:
 				state = "verified"
-			case key.Source == "dns" || key.Source == "wkd":
-				state = "discovered"
-			case key.SeenCount >= ConsistentAfter:
+			case verified != nil:
+				state = "changed" // signs with another key than the one the user confirmed
+			case signing != nil && !strings.EqualFold(signing.Fingerprint, key.Fingerprint) && key.SeenCount == 0:
+				state = "changed" // a new key after another one signed before
+			case key.SeenCount+1 >= ConsistentAfter:
 				state = "consistent"
 			default:
 				state = "first_seen"
 			}
-			if hadVerified && !key.Verified {
-				state = "changed"
-			}
 		}
 	}
-	// Keys the message carries are added, never replacing a verified one.
+	signedByTrusted := state == "verified" || state == "consistent" || state == "first_seen"
 	for _, h := range f.PGP.Keys {
-		if h.Error != "" || h.Key.Fingerprint == "" {
+		if h.Error != "" || h.Key.Fingerprint == "" || keyIndex(c.Keys, h.Key.Fingerprint) >= 0 {
 			continue
 		}
-		if h.Addr != "" && !hasChannel(c, h.Addr) {
-			continue // an Autocrypt key for another address is not this contact's
-		}
-		if i := keyIndex(c.Keys, h.Key.Fingerprint); i >= 0 {
-			if c.Keys[i].LastSeen.Before(now) {
-				c.Keys[i].LastSeen = now
-				changed = true
-			}
+		// Only a key that names one of the contact's addresses is theirs:
+		// a forwarded or attached third-party key is not.
+		if !namesContact(c, h) {
 			continue
 		}
-		key := h.Key
-		key.FirstSeen, key.LastSeen, key.SeenCount, key.Verified = now, now, 1, false
-		c.Keys = append(c.Keys, key)
-		changed = true
-		if hadVerified {
-			k.log().Warn("keytrust: a contact whose key the user verified sent a different key",
-				"user", c.UserID, "contact", c.ID, "fingerprint", key.Fingerprint)
-			if state == "none" || state == "first_seen" {
-				state = "changed"
-			}
+		if len(c.Keys)+len(l.keys) >= MaxKeysPerContact {
+			break
+		}
+		l.keys = append(l.keys, h.Key)
+		// A new key beside one the user verified, or beside the key the
+		// contact signs with, in a message that key did not sign: a change.
+		if (verified != nil || signing != nil) && !signedByTrusted {
+			state = "changed"
 		}
 	}
-	if !changed {
-		return state, nil
+	return state, l
+}
+
+func namesContact(c store.Contact, h verify.HarvestedKey) bool {
+	addrs := h.Emails
+	if h.Addr != "" {
+		addrs = append([]string{h.Addr}, addrs...)
+	}
+	for _, a := range addrs {
+		if hasChannel(&c, a) {
+			return true
+		}
+	}
+	return false
+}
+
+// record applies what a stored message taught to the contact as it is now
+// (read just before the write, so a fingerprint the user confirmed
+// meanwhile is kept).
+func (k *Verifier) record(ctx context.Context, userID, contactID uuid.UUID, l learnt) error {
+	c, err := k.Store.GetContact(ctx, userID, contactID)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil // deleted or merged meanwhile: nothing to record
+	}
+	if err != nil {
+		return fmt.Errorf("keytrust: record keys: %w", err)
+	}
+	now := k.now().UTC()
+	if i := keyIndex(c.Keys, l.signer); l.signer != "" && i >= 0 {
+		c.Keys[i].SeenCount++
+		c.Keys[i].LastSeen = now
+	}
+	for _, key := range l.keys {
+		if keyIndex(c.Keys, key.Fingerprint) >= 0 || len(c.Keys) >= MaxKeysPerContact {
+			continue
+		}
+		key.FirstSeen, key.LastSeen, key.SeenCount, key.Verified = now, now, 0, false
+		c.Keys = append(c.Keys, key)
 	}
 	c.UpdatedAt = now
-	if err := k.Store.PutContact(ctx, *c); err != nil && !errors.Is(err, store.ErrExists) {
-		return "", fmt.Errorf("keytrust: record keys: %w", err)
+	if err := k.Store.PutContact(ctx, c); err != nil {
+		return fmt.Errorf("keytrust: record keys: %w", err)
 	}
-	return state, nil
+	return nil
 }
 
 func keyIndex(keys []store.PublicKey, fp string) int {
 	for i, k := range keys {
-		if strings.EqualFold(k.Fingerprint, fp) {
+		if fp != "" && strings.EqualFold(k.Fingerprint, fp) {
 			return i
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/base64"
 	"strings"
+	"time"
 
 	"github.com/ProtonMail/go-crypto/openpgp"
 	"github.com/ProtonMail/go-crypto/openpgp/armor"
@@ -67,7 +68,7 @@ func autocryptKeys(fields []field, from string, r *pgpRun) []HarvestedKey {
 		return []HarvestedKey{hk}
 	}
 	// Autocrypt carries exactly one key; extra entities are ignored.
-	fillKey(&hk, el[0])
+	fillKey(&hk, el[0], r.v.now())
 	r.add(el[:1])
 	return []HarvestedKey{hk}
 }
@@ -93,16 +94,18 @@ func attachedKeys(data []byte, r *pgpRun) []HarvestedKey {
 	var out []HarvestedKey
 	for _, e := range el[:min(len(el), maxHarvestedKeys)] {
 		hk := HarvestedKey{Key: store.PublicKey{Source: "attachment"}}
-		fillKey(&hk, e)
+		fillKey(&hk, e, r.v.now())
 		out = append(out, hk)
 	}
 	r.add(el[:len(out)])
 	return out
 }
 
-// fillKey sets the fingerprint, algorithm, size and public armor of e.
-func fillKey(hk *HarvestedKey, e *openpgp.Entity) {
+// fillKey sets the fingerprint, algorithm, size, user-ID addresses and public
+// armor of e.
+func fillKey(hk *HarvestedKey, e *openpgp.Entity, now time.Time) {
 	pk := e.PrimaryKey
+	hk.Emails = entityEmails(e, now)
 	hk.Key.Fingerprint = fingerprint(pk)
 	hk.Key.Algorithm = algoName(pk.PubKeyAlgo)
 	hk.Key.Bits = keyBitLength(pk)

@@ -44,6 +44,7 @@ func FuzzVerify(f *testing.F) {
 		[]byte("From: a@example.org\r\nAutocrypt: addr=a@example.org; keydata=xsBNBF\r\nContent-Type: multipart/signed; protocol=\"application/pgp-signature\"; boundary=b\r\n\r\n--b\r\nx\r\n--b\r\n\r\n-----BEGIN PGP SIGNATURE-----\r\n\r\n=AAAA\r\n-----END PGP SIGNATURE-----\r\n--b--\r\n"),
 		[]byte("Content-Type: multipart/mixed; boundary=\"a\"\n\n--a\nContent-Type: multipart/mixed; boundary=\"a\"\n\n--a\n--a--\n"),
 		[]byte("ARC-Seal: i=1; d=x; cv=pass\r\nX-Spam-Status: Yes, score=nan required=5\r\n\r\n-----BEGIN PGP SIGNED MESSAGE-----\r\nHash: SHA256\r\n\r\nhi\r\n-----BEGIN PGP SIGNATURE-----\r\n\r\n-----END PGP SIGNATURE-----\r\n"),
+		[]byte("Content-Type: application/pkcs7-mime; smime-type=enveloped-data\r\n\r\n0\x80\x06\x09\x2a\x86\x48\x86\xf7\x0d\x01\x07\x03\xa0\x80\x30\x84\xff\xff\xff\xff\x02\x01\x00"),
 		{},
 	}
 	for _, s := range seeds {

@@ -9,7 +9,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"strings"
+	"time"
 
 	"github.com/ProtonMail/go-crypto/openpgp"
 	"github.com/ProtonMail/go-crypto/openpgp/armor"
@@ -43,6 +45,7 @@ type pgpScan struct {
 	mimeEnc     int  // PGP/MIME entities below the root
 	inlineEnc   int  // leaves carrying an OpenPGP message (inline or attached)
 	plain       int  // non-empty leaves that are not encrypted, keys or signatures
+	mislabelled int  // parts labelled encrypted whose data is not encrypted
 	ciphers     []cipherBlob
 	signed      []signedPart
 	clearsigned [][]byte
@@ -54,6 +57,10 @@ type pgpScan struct {
 type cipherBlob struct {
 	data []byte // armored or binary OpenPGP message
 	mime bool   // from a PGP/MIME entity: the plaintext is a MIME entity
+	// enc: data parses as an encrypted OpenPGP message (session key packets
+	// then encrypted data). An armored message that is only signed is kept
+	// for its signature but is not encryption.
+	enc bool
 }
 
 type signedPart struct {
@@ -78,13 +85,23 @@ func (s *pgpScan) walk(raw []byte, depth int, limit int64) {
 			s.plain++
 			return
 		}
+		data := parsePart(kids[1]).decoded(limit)
+		if !isEncryptedOpenPGP(data) {
+			// The label says encrypted, the data is readable: it is what
+			// the data is that counts.
+			s.mislabelled++
+			if len(bytes.TrimSpace(data)) > 0 {
+				s.plain++
+			}
+			return
+		}
 		if isRoot {
 			s.rootMIME = true
 		} else {
 			s.mimeEnc++
 		}
 		if len(s.ciphers) < maxCiphertexts {
-			s.ciphers = append(s.ciphers, cipherBlob{data: parsePart(kids[1]).decoded(limit), mime: true})
+			s.ciphers = append(s.ciphers, cipherBlob{data: data, mime: true, enc: true})
 		}
 		return
 	case p.mediaType == "multipart/signed":
@@ -105,12 +122,19 @@ func (s *pgpScan) walk(raw []byte, depth int, limit int64) {
 	case p.mediaType == "application/pkcs7-mime" || p.mediaType == "application/x-pkcs7-mime":
 		st := strings.ToLower(p.params["smime-type"])
 		if st == "enveloped-data" || st == "authenveloped-data" || (st == "" && strings.HasSuffix(strings.ToLower(p.filename()), ".p7m")) {
-			if isRoot {
-				s.rootSMIME = true
-			} else {
-				s.inlineEnc++
+			if isCMSEnveloped(p.decoded(limit)) {
+				if isRoot {
+					s.rootSMIME = true
+				} else {
+					s.inlineEnc++
+				}
+				return
 			}
-			return
+			// Not CMS enveloped data whatever the label says: read on as
+			// an ordinary part.
+			if st != "" {
+				s.mislabelled++
+			}
 		}
 	case p.mediaType == "application/pgp-keys":
 		if len(s.keys) < maxHarvestedKeys {
@@ -124,9 +148,16 @@ func (s *pgpScan) walk(raw []byte, depth int, limit int64) {
 	body := p.decoded(limit)
 	switch {
 	case bytes.Contains(body, []byte(armorMessage)):
-		s.inlineEnc++
+		// Armored "PGP MESSAGE" is also what a signed-only message looks
+		// like, or a pasted fake: only real encrypted data counts.
+		enc := isEncryptedOpenPGP(body)
+		if enc {
+			s.inlineEnc++
+		} else {
+			s.plain++
+		}
 		if len(s.ciphers) < maxCiphertexts {
-			s.ciphers = append(s.ciphers, cipherBlob{data: body})
+			s.ciphers = append(s.ciphers, cipherBlob{data: body, enc: enc})
 		}
 	case p.mediaType == "application/pgp-encrypted":
 		// The "Version: 1" control part, or an empty one: not content.
@@ -138,31 +169,72 @@ func (s *pgpScan) walk(raw []byte, depth int, limit int64) {
 	case isBinaryPGPAttachment(p, body):
 		s.inlineEnc++
 		if len(s.ciphers) < maxCiphertexts {
-			s.ciphers = append(s.ciphers, cipherBlob{data: body})
+			s.ciphers = append(s.ciphers, cipherBlob{data: body, enc: true})
 		}
 	case len(bytes.TrimSpace(body)) > 0:
 		s.plain++
 	}
 }
 
-// isBinaryPGPAttachment recognises a .pgp/.gpg attachment whose first packet
-// is an encrypted session key or encrypted data (new or old packet format).
+// isBinaryPGPAttachment recognises a .pgp/.gpg attachment holding a binary
+// encrypted OpenPGP message.
 func isBinaryPGPAttachment(p part, body []byte) bool {
 	name := strings.ToLower(p.filename())
 	if !strings.HasSuffix(name, ".pgp") && !strings.HasSuffix(name, ".gpg") || len(body) == 0 {
 		return false
 	}
-	b := body[0]
-	if b&0x80 == 0 {
+	return isEncryptedOpenPGP(body)
+}
+
+// maxESKPackets bounds the session key packets read before the encrypted
+// data: one per recipient (and passphrase).
+const maxESKPackets = 1000
+
+// isEncryptedOpenPGP reports whether data (armored or binary) really is an
+// encrypted OpenPGP message (RFC 9580 §10.3): at least one public-key or
+// symmetric-key encrypted session key packet (PKESK v3/v6, SKESK v4/v5/v6),
+// then an encrypted data packet (SEIPD v1/v2, the AEAD draft packet, or a
+// legacy SED), read whole. Marker packets are skipped. A Content-Type, an
+// armor header or a file name is only a claim; this is the check.
+func isEncryptedOpenPGP(data []byte) bool {
+	bin, err := dearmor(data)
+	if err != nil || len(bin) == 0 {
 		return false
 	}
-	var tag byte
-	if b&0x40 != 0 {
-		tag = b & 0x3f
-	} else {
-		tag = (b >> 2) & 0x0f
+	or := packet.NewOpaqueReader(bytes.NewReader(bin))
+	esk := 0
+	for range maxESKPackets + 2 {
+		op, err := or.Next()
+		if err != nil {
+			return false
+		}
+		c := op.Contents
+		switch op.Tag {
+		case 10: // marker packet: ignored by readers (RFC 9580 §5.8)
+		case 1: // PKESK
+			if len(c) < 2 || c[0] != 3 && c[0] != 6 {
+				return false
+			}
+			esk++
+		case 3: // SKESK
+			if len(c) < 2 || c[0] != 4 && c[0] != 5 && c[0] != 6 {
+				return false
+			}
+			esk++
+		case 9: // legacy SED
+			return esk > 0 && len(c) > 0
+		case 18: // SEIPD v1 (MDC) or v2 (AEAD)
+			return esk > 0 && len(c) > 1 && (c[0] == 1 || c[0] == 2)
+		case 20: // AEAD encrypted data (draft, GnuPG's OCB mode)
+			return esk > 0 && len(c) > 1 && c[0] == 1
+		default:
+			return false
+		}
+		if esk > maxESKPackets {
+			return false
+		}
 	}
-	return tag == 1 || tag == 3 || tag == 9 || tag == 18 || tag == 20
+	return false
 }
 
 // encryption classifies what the scan found (fact C1).
@@ -185,14 +257,17 @@ func (s *pgpScan) encryption() privacyindex.Encryption {
 
 // pgpRun holds the keys and settings of one message's OpenPGP analysis.
 type pgpRun struct {
-	v        *Verifier
-	log      *slog.Logger
-	cfg      *packet.Config
-	ring     openpgp.EntityList
-	known    map[string]bool // fingerprints of keys we hold for the From address
-	keyBits  map[uint64]keyInfo
-	maxPlain int64
-	facts    *PGPFacts
+	v     *Verifier
+	log   *slog.Logger
+	cfg   *packet.Config
+	ring  openpgp.EntityList
+	from  string          // the From address, lowercased
+	known map[string]bool // fingerprints of keys we hold for the From address
+	// knownEmails are the user-ID addresses of the known keys, by fingerprint.
+	knownEmails map[string]map[string]bool
+	keyBits     map[uint64]keyInfo
+	maxPlain    int64
+	facts       *PGPFacts
 }
 
 type keyInfo struct {
@@ -212,9 +287,11 @@ func (v *Verifier) checkPGP(ctx context.Context, log *slog.Logger, in Input, fie
 
 	r := &pgpRun{
 		v: v, log: log, maxPlain: limit, facts: &out,
-		cfg:     &packet.Config{Time: v.now},
-		known:   make(map[string]bool),
-		keyBits: make(map[uint64]keyInfo),
+		cfg:         &packet.Config{Time: v.now},
+		from:        from,
+		known:       make(map[string]bool),
+		knownEmails: make(map[string]map[string]bool),
+		keyBits:     make(map[uint64]keyInfo),
 	}
 
 	// Keys: what we hold for the sender, what the message carries, and the
@@ -235,7 +312,14 @@ func (v *Verifier) checkPGP(ctx context.Context, log *slog.Logger, in Input, fie
 				continue
 			}
 			for _, e := range el {
-				r.known[fingerprint(e.PrimaryKey)] = true
+				fp := fingerprint(e.PrimaryKey)
+				r.known[fp] = true
+				if r.knownEmails[fp] == nil {
+					r.knownEmails[fp] = make(map[string]bool)
+				}
+				for _, addr := range entityEmails(e, v.now()) {
+					r.knownEmails[fp][addr] = true
+				}
 			}
 			r.add(el)
 		}
@@ -263,8 +347,12 @@ func (v *Verifier) checkPGP(ctx context.Context, log *slog.Logger, in Input, fie
 		out.ProtectedHeaders = hiddenSubject(first(fields, "Subject"))
 	}
 
-	var sigs []privacyindex.Signature
-	if len(s.ciphers) > 0 {
+	if s.mislabelled > 0 {
+		out.Problems = append(out.Problems, fmt.Sprintf("%d part(s) labelled encrypted hold no encrypted data; counted as readable", s.mislabelled))
+	}
+
+	var sigs []sigResult
+	if slices.ContainsFunc(s.ciphers, func(c cipherBlob) bool { return c.enc }) {
 		out.Strength = privacyindex.StrengthStrong
 		out.Integrity = true
 	} else if out.Encryption != privacyindex.EncNone {
@@ -272,9 +360,11 @@ func (v *Verifier) checkPGP(ctx context.Context, log *slog.Logger, in Input, fie
 		out.Strength = privacyindex.StrengthWeak
 	}
 	for _, c := range s.ciphers {
-		st, integ := r.analyse(c.data)
-		out.Strength = min(out.Strength, st)
-		out.Integrity = out.Integrity && integ
+		if c.enc {
+			st, integ := r.analyse(c.data)
+			out.Strength = min(out.Strength, st)
+			out.Integrity = out.Integrity && integ
+		}
 		if ctx.Err() != nil {
 			return out
 		}
@@ -286,7 +376,8 @@ func (v *Verifier) checkPGP(ctx context.Context, log *slog.Logger, in Input, fie
 	for _, cs := range s.clearsigned {
 		sigs = append(sigs, r.verifyClearsigned(cs))
 	}
-	out.Signature = combineSignatures(sigs)
+	res := combineSignatures(sigs)
+	out.Signature, out.SignerFingerprint, out.SignerKnown = res.state, res.signer, res.known
 	return out
 }
 
@@ -479,17 +570,18 @@ func dearmor(data []byte) ([]byte, error) {
 // decrypt decrypts c with the recipient's keys when it can and returns the
 // state of the signature found inside. Without a usable private key the
 // content, and so any signature, is out of sight: SigUnknown.
-func (r *pgpRun) decrypt(c cipherBlob) privacyindex.Signature {
+func (r *pgpRun) decrypt(c cipherBlob) sigResult {
+	unknown := sigResult{state: privacyindex.SigUnknown}
 	bin, err := dearmor(c.data)
 	if err != nil || !r.hasPrivate() {
-		return privacyindex.SigUnknown
+		return unknown
 	}
 	md, err := openpgp.ReadMessage(bytes.NewReader(bin), r.ring, nil, r.cfg)
 	if err != nil {
 		if !errors.Is(err, pgperrors.ErrKeyIncorrect) {
 			r.facts.Problems = append(r.facts.Problems, "decryption failed: "+err.Error())
 		}
-		return privacyindex.SigUnknown
+		return unknown
 	}
 	if md.IsEncrypted {
 		r.facts.Decrypted = true
@@ -497,9 +589,9 @@ func (r *pgpRun) decrypt(c cipherBlob) privacyindex.Signature {
 	plain, rerr := io.ReadAll(io.LimitReader(md.UnverifiedBody, r.maxPlain+1))
 	if int64(len(plain)) > r.maxPlain {
 		r.facts.Problems = append(r.facts.Problems, "decrypted content over the size limit; not checked")
-		return privacyindex.SigUnknown
+		return unknown
 	}
-	var outer privacyindex.Signature
+	var outer sigResult
 	switch {
 	case rerr != nil:
 		// The integrity check (MDC/AEAD) or the signature failed while
@@ -507,13 +599,13 @@ func (r *pgpRun) decrypt(c cipherBlob) privacyindex.Signature {
 		r.facts.Problems = append(r.facts.Problems, "decrypted content failed its integrity check: "+rerr.Error())
 		r.facts.Integrity = false
 		if md.IsSigned {
-			return privacyindex.SigInvalid
+			return sigResult{state: privacyindex.SigInvalid}
 		}
-		return privacyindex.SigNone
+		return sigResult{state: privacyindex.SigNone}
 	case !md.IsSigned:
-		outer = privacyindex.SigNone
+		outer = sigResult{state: privacyindex.SigNone}
 	case md.SignedBy == nil:
-		outer = privacyindex.SigUnknown
+		outer = unknown
 	default:
 		outer = r.sigState(md.SignedBy.Entity, md.SignatureError)
 	}
@@ -534,7 +626,7 @@ func (r *pgpRun) decrypt(c cipherBlob) privacyindex.Signature {
 		}
 		r.facts.Keys = append(r.facts.Keys, attachedKeys(k, r)...)
 	}
-	sigs := []privacyindex.Signature{outer}
+	sigs := []sigResult{outer}
 	for _, sp := range inner.signed {
 		sigs = append(sigs, r.verifyDetached(canonicalCRLF(sp.data), sp.sig))
 	}
@@ -559,7 +651,7 @@ func (r *pgpRun) hasPrivate() bool {
 }
 
 // verifyDetached checks an RFC 3156 detached signature over data.
-func (r *pgpRun) verifyDetached(data, sig []byte) privacyindex.Signature {
+func (r *pgpRun) verifyDetached(data, sig []byte) sigResult {
 	var (
 		signer *openpgp.Entity
 		err    error
@@ -573,64 +665,81 @@ func (r *pgpRun) verifyDetached(data, sig []byte) privacyindex.Signature {
 }
 
 // verifyClearsigned checks an inline "BEGIN PGP SIGNED MESSAGE" block.
-func (r *pgpRun) verifyClearsigned(body []byte) privacyindex.Signature {
+func (r *pgpRun) verifyClearsigned(body []byte) sigResult {
 	blk, _ := clearsign.Decode(body)
 	if blk == nil {
 		r.facts.Problems = append(r.facts.Problems, "inline signed block does not parse")
-		return privacyindex.SigInvalid
+		return sigResult{state: privacyindex.SigInvalid}
 	}
 	signer, err := blk.VerifySignature(r.ring, r.cfg)
 	return r.sigState(signer, err)
 }
 
-// sigState maps a verification outcome to fact A2.
-func (r *pgpRun) sigState(signer *openpgp.Entity, err error) privacyindex.Signature {
+// sigResult is the outcome of one signature check.
+type sigResult struct {
+	state privacyindex.Signature
+	// signer is the fingerprint of the key that made a valid signature
+	// (SigValid, SigValidUnknownKey), "" otherwise.
+	signer string
+	// known: signer is one of the keys we hold for the From address.
+	known bool
+}
+
+// sigState maps a verification outcome to fact A2. A valid signature is
+// SigValid ("signer matches From") only when the key is one we hold for the
+// From address and one of its user IDs (self-signed, not revoked) is that
+// address: a key the sender attached, or one stored under From without
+// bearing it, proves nothing about who From is.
+func (r *pgpRun) sigState(signer *openpgp.Entity, err error) sigResult {
 	var unsupported pgperrors.UnsupportedError
 	switch {
 	case err == nil && signer != nil:
-		fp := fingerprint(signer.PrimaryKey)
-		if r.facts.SignerFingerprint == "" {
-			r.facts.SignerFingerprint = fp
+		res := sigResult{state: privacyindex.SigValidUnknownKey, signer: fingerprint(signer.PrimaryKey)}
+		if r.known[res.signer] {
+			res.known = true
+			if r.from != "" && r.knownEmails[res.signer][r.from] {
+				res.state = privacyindex.SigValid
+			} else {
+				r.facts.Problems = append(r.facts.Problems, "signed by a known key with no user ID for the From address")
+			}
 		}
-		if r.known[fp] {
-			r.facts.SignerKnown = true
-			return privacyindex.SigValid
-		}
-		return privacyindex.SigValidUnknownKey
+		return res
 	case err == nil:
-		return privacyindex.SigUnknown
+		return sigResult{state: privacyindex.SigUnknown}
 	case errors.Is(err, pgperrors.ErrUnknownIssuer), errors.As(err, &unsupported):
 		// We hold no key for the signer, or cannot run its algorithm: the
 		// signature may well be good; we just cannot tell.
-		return privacyindex.SigUnknown
+		return sigResult{state: privacyindex.SigUnknown}
 	case errors.Is(err, pgperrors.ErrKeyExpired), errors.Is(err, pgperrors.ErrSignatureExpired):
 		// Not a forgery, but nothing we can vouch for today either.
 		r.facts.Problems = append(r.facts.Problems, "signature not checkable now: "+err.Error())
-		return privacyindex.SigUnknown
+		return sigResult{state: privacyindex.SigUnknown}
 	case errors.Is(err, pgperrors.ErrKeyRevoked):
 		r.facts.Problems = append(r.facts.Problems, "signed with a revoked key: "+err.Error())
-		return privacyindex.SigInvalid
+		return sigResult{state: privacyindex.SigInvalid}
 	default:
 		r.facts.Problems = append(r.facts.Problems, "signature does not verify: "+err.Error())
-		return privacyindex.SigInvalid
+		return sigResult{state: privacyindex.SigInvalid}
 	}
 }
 
-// combineSignatures reduces several signature states to one: any invalid
-// signature taints the message (it is the warning case); otherwise the best.
-func combineSignatures(sigs []privacyindex.Signature) privacyindex.Signature {
+// combineSignatures reduces several signature outcomes to one: any invalid
+// signature taints the message (it is the warning case, with no signer);
+// otherwise the best, the first of equals. The result keeps the signer of
+// the signature that decided it.
+func combineSignatures(sigs []sigResult) sigResult {
 	rank := map[privacyindex.Signature]int{
 		privacyindex.SigNone:            0,
 		privacyindex.SigUnknown:         1,
 		privacyindex.SigValidUnknownKey: 2,
 		privacyindex.SigValid:           3,
 	}
-	best := privacyindex.SigNone
+	best := sigResult{state: privacyindex.SigNone}
 	for _, s := range sigs {
-		if s == privacyindex.SigInvalid {
-			return privacyindex.SigInvalid
+		if s.state == privacyindex.SigInvalid {
+			return sigResult{state: privacyindex.SigInvalid}
 		}
-		if rank[s] > rank[best] {
+		if rank[s.state] > rank[best.state] {
 			best = s
 		}
 	}
@@ -645,6 +754,40 @@ func hiddenSubject(subject string) bool {
 		}
 	}
 	return false
+}
+
+// entityEmails returns the e-mail addresses of e's user IDs, lowercased,
+// sorted and without duplicates. Only identities with a valid self-signature
+// are in Identities (go-crypto drops the others when reading); revoked ones
+// are left out here.
+func entityEmails(e *openpgp.Entity, now time.Time) []string {
+	var out []string
+	for _, id := range e.Identities {
+		if id == nil || id.UserId == nil || id.SelfSignature == nil || uidRevoked(id, now) {
+			continue
+		}
+		addr := strings.ToLower(strings.TrimSpace(id.UserId.Email))
+		if addr == "" || !strings.Contains(addr, "@") || slices.Contains(out, addr) {
+			continue
+		}
+		out = append(out, addr)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// uidRevoked: the user ID is revoked now, or by a revocation at least as
+// new as its self-signature. go-crypto counts a revocation dated ahead of
+// the clock as not yet in force, and GnuPG dates one a second ahead when it
+// must follow a self-signature made the same second; a user ID its owner
+// withdrew must not vouch for an address in the meantime.
+func uidRevoked(id *openpgp.Identity, now time.Time) bool {
+	if id.Revoked(now) {
+		return true
+	}
+	return slices.ContainsFunc(id.Revocations, func(rev *packet.Signature) bool {
+		return !rev.CreationTime.Before(id.SelfSignature.CreationTime)
+	})
 }
 
 func fingerprint(pk *packet.PublicKey) string {

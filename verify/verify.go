@@ -195,6 +195,9 @@ type SpamFacts struct {
 
 // PGPFacts is what OpenPGP analysis established.
 type PGPFacts struct {
+	// Encryption counts only parts whose data was checked to be encrypted:
+	// an OpenPGP message made of session key packets and encrypted data, or
+	// CMS (enveloped|authEnveloped)Data; the Content-Type alone is a claim.
 	Encryption privacyindex.Encryption `json:"encryption"`
 	Strength   privacyindex.Strength   `json:"strength"`
 	// Integrity: every encrypted part is integrity protected (SEIPD or AEAD).
@@ -202,11 +205,16 @@ type PGPFacts struct {
 	Recipients []PGPRecipient `json:"recipients,omitempty"`
 	Decrypted  bool           `json:"decrypted"`
 
+	// Signature is SigValid only for a valid signature by a key Keys returned
+	// for the From address that also has a user ID with that address; any
+	// other valid signature is SigValidUnknownKey.
 	Signature privacyindex.Signature `json:"signature"`
-	// SignerFingerprint is the upper-case hex fingerprint of the key that made
-	// a valid signature.
+	// SignerFingerprint is the upper-case hex fingerprint of the key whose
+	// valid signature decided Signature (SigValid or SigValidUnknownKey);
+	// empty for any other Signature.
 	SignerFingerprint string `json:"signer_fingerprint,omitempty"`
-	// SignerKnown: the signing key is one Keys returned for the From address.
+	// SignerKnown: the key of SignerFingerprint is one Keys returned for the
+	// From address (whether or not it bears that address).
 	SignerKnown bool `json:"signer_known"`
 
 	ProtectedHeaders bool `json:"protected_headers"`
@@ -235,6 +243,11 @@ type HarvestedKey struct {
 	Key store.PublicKey `json:"key"`
 	// Addr is the Autocrypt addr= attribute.
 	Addr string `json:"addr,omitempty"`
+	// Emails are the e-mail addresses of the key's user IDs (those with a
+	// valid self-signature, not revoked), lowercased and sorted. Whose key
+	// it is is what these say, not who attached it: a key belongs to a
+	// contact only if one of them is the contact's address.
+	Emails []string `json:"emails,omitempty"`
 	// PreferEncrypt is the Autocrypt prefer-encrypt attribute ("mutual" or "").
 	PreferEncrypt string `json:"prefer_encrypt,omitempty"`
 	// Error says why the key could not be used; Key is then mostly empty.
