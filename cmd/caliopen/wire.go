@@ -43,6 +43,8 @@ func (a *app) ingester(st store.Store) *ingest.Ingester {
 				Log:               a.log,
 				TrustSpamHeaders:  a.cfg.Verify.TrustSpamHeaders,
 				TrustedARCSealers: a.cfg.Verify.TrustedARCSealers,
+				// Inside the milter's 45 s: a slow DNS delays facts, never the sender.
+				Timeout: 20 * time.Second,
 			},
 			Store: st,
 			Log:   a.log,
