@@ -200,6 +200,8 @@ func BenchmarkThroughput(b *testing.B) {
 			b.Errorf("store created %d deliveries, want at least 2000", ing.created)
 		}
 	})
+	c, o := embedded.DebugStats()
+	fmt.Println("DEBUG commits", c, "ops", o)
 	b.Run("ingest=copy", func(b *testing.B) { benchThroughput(b, &copyIngester{}) })
 }
 
@@ -256,14 +258,14 @@ func benchThroughput(b *testing.B, ing Ingester) {
 
 // BenchmarkMemory10x10MB measures the milter's resident memory while 10
 // messages of 10 MB arrive at once. The milter runs in a child process (this
-// test binary, see TestMilterChild) so the SMTP clients' buffers do not
+// test binary, see TestMain) so the SMTP clients' buffers do not
 // count; VmHWM is the child's peak resident set.
 //
 //	go test -run '^$' -bench Memory -benchtime 1x ./milter
 func BenchmarkMemory10x10MB(b *testing.B) {
 	postfixtest.Require(b)
 	addr := postfixtest.FreeAddr(b)
-	cmd := exec.Command(os.Args[0], "-test.run=^TestMilterChild$", "-test.v")
+	cmd := exec.Command(os.Args[0])
 	cmd.Env = append(os.Environ(), "CALIOPEN_MILTER_CHILD="+addr)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
@@ -331,24 +333,31 @@ func procStatus(pid int, field string) (int64, error) {
 	return 0, fmt.Errorf("%s not in /proc/%d/status", field, pid)
 }
 
-// TestMilterChild is the milter process of BenchmarkMemory10x10MB; it does
-// nothing unless that benchmark starts it.
-func TestMilterChild(t *testing.T) {
-	addr := os.Getenv("CALIOPEN_MILTER_CHILD")
-	if addr == "" {
-		t.Skip("run by BenchmarkMemory10x10MB only")
+// TestMain runs this test binary as the milter process of
+// BenchmarkMemory10x10MB when that benchmark starts it, and as the tests
+// otherwise.
+func TestMain(m *testing.M) {
+	if addr := os.Getenv("CALIOPEN_MILTER_CHILD"); addr != "" {
+		os.Exit(milterChild(addr))
 	}
+	os.Exit(m.Run())
+}
+
+func milterChild(addr string) int {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		t.Fatal(err)
+		fmt.Fprintln(os.Stderr, err)
+		return 1
 	}
 	fmt.Println("ready")
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer cancel()
 	srv := &Server{Ingester: &copyIngester{}, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	if err := srv.Serve(ctx, ln); err != nil {
-		t.Fatal(err)
+		fmt.Fprintln(os.Stderr, err)
+		return 1
 	}
+	return 0
 }
 
 // cpuTime is this process's user and system CPU time so far.
