@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -114,6 +115,9 @@ type people struct {
 	correspondents map[uuid.UUID]bool
 	sender         *store.Contact // contact of the From address
 	from           string         // From address
+	// pending are new contacts not stored yet (resolvePeople with defer):
+	// their IDs are already in participants and correspondents.
+	pending []*store.Contact
 }
 
 // role is one header role and whether unknown addresses in it get a contact
@@ -128,7 +132,10 @@ type role struct {
 // the user's own are kept as participants without a contact. In "party"
 // roles (from, to, cc, bcc) an unknown address gets an automatic contact and
 // counts as a correspondent; sender and reply-to only link to existing ones.
-func (in *Ingester) resolvePeople(ctx context.Context, userID uuid.UUID, roles []role, own *ownership, now time.Time) (people, error) {
+//
+// With deferNew, an unknown party address gets a new contact that is not
+// stored but listed in pending: the caller stores it (storePending).
+func (in *Ingester) resolvePeople(ctx context.Context, userID uuid.UUID, roles []role, own *ownership, now time.Time, deferNew bool) (people, error) {
 	pp := people{correspondents: map[uuid.UUID]bool{}}
 	cache := map[string]*store.Contact{}
 	for _, r := range roles {
@@ -144,6 +151,12 @@ func (in *Ingester) resolvePeople(ctx context.Context, userID uuid.UUID, roles [
 				switch {
 				case seen:
 					c = cached
+				case r.party && deferNew:
+					if c, err = in.findContact(ctx, userID, a.Address); c == nil && err == nil {
+						if c, err = newContact(userID, a, now); err == nil {
+							pp.pending = append(pp.pending, c)
+						}
+					}
 				case r.party:
 					c, err = in.contactFor(ctx, userID, a, now)
 				default:
@@ -190,24 +203,14 @@ func (in *Ingester) contactFor(ctx context.Context, userID uuid.UUID, a Addr, no
 	if c, err := in.findContact(ctx, userID, a.Address); c != nil || err != nil {
 		return c, err
 	}
-	id, err := uuid.NewV7()
+	c, err := newContact(userID, a, now)
 	if err != nil {
-		return nil, fmt.Errorf("ingest: new contact id: %w", err)
+		return nil, err
 	}
-	name := a.Name
-	if name == "" {
-		name = a.Address
-	}
-	c := store.Contact{
-		ID: id, UserID: userID, Name: name,
-		Channels:  []store.Channel{{Protocol: "email", Address: a.Address, LastUsed: now}},
-		Keys:      []store.PublicKey{},
-		CreatedAt: now, UpdatedAt: now,
-	}
-	err = in.Store.PutContact(ctx, c)
+	err = in.Store.PutContact(ctx, *c)
 	switch {
 	case err == nil:
-		return &c, nil
+		return c, nil
 	case errors.Is(err, store.ErrExists):
 		c, err := in.findContact(ctx, userID, a.Address)
 		if err == nil && c == nil {
@@ -220,6 +223,75 @@ func (in *Ingester) contactFor(ctx context.Context, userID uuid.UUID, a Addr, no
 		return nil, nil
 	}
 	return nil, fmt.Errorf("ingest: create contact for %q: %w", a.Address, err)
+}
+
+// newContact is the automatic contact of an unknown address, not stored.
+func newContact(userID uuid.UUID, a Addr, now time.Time) (*store.Contact, error) {
+	id, err := uuid.NewV7()
+	if err != nil {
+		return nil, fmt.Errorf("ingest: new contact id: %w", err)
+	}
+	name := a.Name
+	if name == "" {
+		name = a.Address
+	}
+	return &store.Contact{
+		ID: id, UserID: userID, Name: name,
+		Channels:  []store.Channel{{Protocol: "email", Address: a.Address, LastUsed: now}},
+		Keys:      []store.PublicKey{},
+		CreatedAt: now, UpdatedAt: now,
+	}, nil
+}
+
+// peopleAndConversation resolves the participants of a message and its
+// conversation. A message from or to new people needs their contacts and
+// then a new conversation keyed by their IDs: both are written at once
+// (their IDs are chosen here), so that they share one group commit instead
+// of costing two in a row. When a contact cannot be stored as planned (a
+// concurrent delivery created it first, or the store refuses the address),
+// the conversation made for it is removed, unused, and everything is
+// resolved again one step after the other, as without this shortcut.
+func (in *Ingester) peopleAndConversation(ctx context.Context, userID uuid.UUID, roles []role, own *ownership, p *Parsed, at time.Time) (people, store.Conversation, error) {
+	pp, err := in.resolvePeople(ctx, userID, roles, own, at, true)
+	if err != nil {
+		return pp, store.Conversation{}, err
+	}
+	if len(pp.pending) == 0 {
+		conv, err := in.conversation(ctx, userID, pp, p, at)
+		return pp, conv, err
+	}
+	errs := make([]error, len(pp.pending))
+	var wg sync.WaitGroup
+	for i, c := range pp.pending {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { // a store bug must not take the process down from here
+				if r := recover(); r != nil {
+					errs[i] = fmt.Errorf("panic: %v: %w", r, store.ErrUnavailable)
+				}
+			}()
+			errs[i] = in.Store.PutContact(ctx, *c)
+		}()
+	}
+	conv, convErr := in.conversation(ctx, userID, pp, p, at)
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		// The conversation is keyed by a contact that does not exist: no
+		// one else can reach it, and no message is in it yet.
+		if convErr == nil {
+			if derr := in.Store.DeleteConversation(ctx, userID, conv.ID); derr != nil && !errors.Is(derr, store.ErrNotFound) {
+				return pp, store.Conversation{}, fmt.Errorf("ingest: drop unused conversation: %w", derr)
+			}
+		}
+		pp, err = in.resolvePeople(ctx, userID, roles, own, at, false)
+		if err != nil {
+			return pp, store.Conversation{}, err
+		}
+		conv, convErr = in.conversation(ctx, userID, pp, p, at)
+	}
+	pp.pending = nil
+	return pp, conv, convErr
 }
 
 // maxThreadLookups bounds the References followed to find a thread.

@@ -103,6 +103,7 @@ func (in *Ingester) Ingest(ctx context.Context, env Envelope, raw []byte) (Resul
 	if err != nil {
 		return Result{}, err
 	}
+	defer m.blobStored() // never leave the blob write running past the return
 	at := env.ReceivedAt
 	if at.IsZero() {
 		at = in.now()
@@ -141,6 +142,7 @@ func (in *Ingester) StoreSent(ctx context.Context, userID uuid.UUID, raw []byte,
 	if err != nil {
 		return Delivery{}, err
 	}
+	defer m.blobStored() // never leave the blob write running past the return
 	m.at = msTime(in.now())
 	m.protocol = "email"
 	return in.deliver(ctx, userID, m, newOwnership(in), recipients)
@@ -168,7 +170,7 @@ func (in *Ingester) recipients(ctx context.Context, rcpts []string) ([]uuid.UUID
 	return users, nil
 }
 
-// prepared is one message, parsed and with its blob stored.
+// prepared is one message, parsed, with its blob being stored.
 type prepared struct {
 	raw      []byte
 	hash     string
@@ -177,24 +179,50 @@ type prepared struct {
 	at       time.Time
 	inbound  bool
 	protocol string
+
+	// The blob write runs while the message is parsed and its contacts and
+	// conversation are resolved, so that it shares their group commit
+	// instead of costing a commit (and an fsync) of its own on the
+	// delivery's critical path. blobStored waits for it: every message put
+	// comes after it, so no message ever points to a blob not stored.
+	blobDone chan struct{}
+	blobHash string // what PutBlob returned
+	blobErr  error
+}
+
+// blobStored waits for the raw message's blob write and returns its error.
+func (m *prepared) blobStored() error {
+	<-m.blobDone
+	switch {
+	case m.blobErr != nil:
+		return fmt.Errorf("ingest: store raw message: %w", m.blobErr)
+	case m.blobHash != m.hash:
+		return fmt.Errorf("ingest: store returned blob hash %q, want %q: %w", m.blobHash, m.hash, store.ErrUnavailable)
+	}
+	return nil
 }
 
 func (in *Ingester) prepare(ctx context.Context, raw []byte, ownReceived int) (*prepared, error) {
 	if raw == nil {
 		raw = []byte{}
 	}
-	hash, err := in.Store.PutBlob(ctx, raw)
-	if err != nil {
-		return nil, fmt.Errorf("ingest: store raw message: %w", err)
-	}
-	if want := store.BlobHash(raw); hash != want {
-		return nil, fmt.Errorf("ingest: store returned blob hash %q, want %q: %w", hash, want, store.ErrUnavailable)
-	}
+	m := &prepared{raw: raw, blobDone: make(chan struct{})}
+	go func() {
+		defer close(m.blobDone)
+		defer func() { // a store bug must not take the process down from here
+			if r := recover(); r != nil {
+				m.blobErr = fmt.Errorf("panic: %v: %w", r, store.ErrUnavailable)
+			}
+		}()
+		m.blobHash, m.blobErr = in.Store.PutBlob(ctx, raw)
+	}()
+	m.hash = store.BlobHash(raw)
 	p, err := parseSafely(raw, ownReceived)
 	if err != nil {
-		in.log().Error("ingest: parser failure; storing the raw message only", "raw", hash, "err", err)
+		in.log().Error("ingest: parser failure; storing the raw message only", "raw", m.hash, "err", err)
 	}
-	return &prepared{raw: raw, hash: hash, parsed: p}, nil
+	m.parsed = p
+	return m, nil
 }
 
 // parseSafely turns a parser panic (a bug) into a message with no parsed
@@ -220,6 +248,9 @@ func (in *Ingester) deliver(ctx context.Context, userID uuid.UUID, m *prepared, 
 		old, err := in.Store.FindMessageByMessageID(ctx, userID, p.MessageID)
 		switch {
 		case err == nil && old.RawHash == m.hash && old.Inbound == m.inbound:
+			if err := m.blobStored(); err != nil {
+				return Delivery{}, err
+			}
 			return Delivery{UserID: userID, MessageID: old.ID, ConversationID: old.ConversationID}, nil
 		case err == nil, errors.Is(err, store.ErrNotFound), errors.Is(err, store.ErrInvalid):
 		default:
@@ -227,11 +258,7 @@ func (in *Ingester) deliver(ctx context.Context, userID uuid.UUID, m *prepared, 
 		}
 	}
 
-	pp, err := in.resolvePeople(ctx, userID, m.roles(sentTo), own, m.at)
-	if err != nil {
-		return Delivery{}, err
-	}
-	conv, err := in.conversation(ctx, userID, pp, p, m.at)
+	pp, conv, err := in.peopleAndConversation(ctx, userID, m.roles(sentTo), own, p, m.at)
 	if err != nil {
 		return Delivery{}, err
 	}
@@ -278,6 +305,9 @@ func (in *Ingester) deliver(ctx context.Context, userID uuid.UUID, m *prepared, 
 		TextBody: p.TextBody, HTMLBody: p.HTMLBody, Attachments: p.Attachments,
 		Flags:    store.Flags{Read: !m.inbound, Tags: []string{}},
 		Security: secJSON, PI: pi, RawHash: m.hash, RawSize: int64(len(m.raw)),
+	}
+	if err := m.blobStored(); err != nil {
+		return Delivery{}, err
 	}
 	stored, created, err := in.Store.PutMessage(ctx, msg)
 	if err != nil {

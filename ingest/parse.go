@@ -866,7 +866,7 @@ func capText(p *Parsed, what, s string) string {
 func excerpt(s string) string {
 	var b strings.Builder
 	n := 0
-	for _, f := range strings.Fields(s) {
+	for f := range strings.FieldsSeq(s) { // lazily: only the first words are used
 		if n > 0 {
 			b.WriteByte(' ')
 			n++

@@ -200,8 +200,6 @@ func BenchmarkThroughput(b *testing.B) {
 			b.Errorf("store created %d deliveries, want at least 2000", ing.created)
 		}
 	})
-	c, o := embedded.DebugStats()
-	fmt.Println("DEBUG commits", c, "ops", o)
 	b.Run("ingest=copy", func(b *testing.B) { benchThroughput(b, &copyIngester{}) })
 }
 

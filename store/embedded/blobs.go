@@ -24,6 +24,18 @@ func blobChunkKey(hash []byte, i int) []byte {
 func (s *Store) PutBlob(ctx context.Context, data []byte) (string, error) {
 	hash := store.BlobHash(data)
 	key := []byte(hash)
+	// A blob already stored (a redelivery, a message sent to users one by
+	// one) costs a read, not a commit and its fsyncs.
+	var there bool
+	if err := s.view(ctx, "put blob", func(tx *bolt.Tx) error {
+		there = tx.Bucket(bBlobs).Get(key) != nil
+		return nil
+	}); err != nil {
+		return "", err
+	}
+	if there {
+		return hash, nil
+	}
 	err := s.update(ctx, "put blob", func(tx *bolt.Tx) error {
 		b := tx.Bucket(bBlobs)
 		if b.Get(key) != nil {
