@@ -9,6 +9,7 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -50,6 +51,17 @@ type Config struct {
 	FilterScanLimit int
 	// Heartbeat is the interval of SSE keep-alive comments (default 25s).
 	Heartbeat time.Duration
+	// SendBurst and SendInterval limit sending per user, counted in
+	// envelope recipients: a burst of SendBurst (default 100, at least the
+	// 100 recipients one message may have), refilled one per SendInterval
+	// (default 36s: 100 an hour). Beyond it POST /messages answers 429.
+	SendBurst    int
+	SendInterval time.Duration
+	// MaxStreamsPerUser and MaxStreams bound the open event streams of one
+	// user (default 10) and of the whole server (default 10,000); beyond
+	// them /events answers 429 too_many_streams.
+	MaxStreamsPerUser int
+	MaxStreams        int
 
 	// PICacheTTL bounds how long a computed conversation PI is reused while
 	// the conversation is unchanged (default 5m); PICacheSize bounds the
@@ -90,6 +102,10 @@ func (c Config) withDefaults() Config {
 	}
 	defInt(&c.FilterScanLimit, 2000)
 	def(&c.Heartbeat, 25*time.Second)
+	defInt(&c.SendBurst, 100)
+	def(&c.SendInterval, 36*time.Second)
+	defInt(&c.MaxStreamsPerUser, 10)
+	defInt(&c.MaxStreams, 10_000)
 	def(&c.PICacheTTL, 5*time.Minute)
 	if c.PICacheSize == 0 {
 		c.PICacheSize = 100_000
@@ -137,6 +153,7 @@ type Server struct {
 
 	userLimiter *limiter
 	addrLimiter *limiter
+	sendLimiter *limiter
 	loginSlots  chan struct{}
 	dummyHash   func() string
 	piCache     *piCache
@@ -168,6 +185,7 @@ func NewServer(cfg Config, deps Deps) *Server {
 		domains:     deps.Domains,
 		userLimiter: newLimiter(cfg.LoginUserBurst, cfg.LoginUserInterval, 100_000),
 		addrLimiter: newLimiter(cfg.LoginAddrBurst, cfg.LoginAddrInterval, 100_000),
+		sendLimiter: newLimiter(cfg.SendBurst, cfg.SendInterval, 100_000),
 		loginSlots:  make(chan struct{}, cfg.MaxConcurrentLogins),
 		dummyHash:   newDummyHash(),
 		piCache:     newPICache(cfg.PICacheTTL, cfg.PICacheSize),
@@ -212,13 +230,13 @@ func (s *Server) routes() *echo.Echo {
 
 	g := e.Group(Prefix)
 	g.GET("/openapi.json", s.openAPI)
-	g.POST("/login", s.login)
+	g.POST("/login", s.login, smallBody)
 
 	a := g.Group("", s.authenticate)
 	a.POST("/logout", s.logout)
 
 	a.GET("/me", s.getMe)
-	a.POST("/me/password", s.changePassword)
+	a.POST("/me/password", s.changePassword, smallBody)
 
 	a.GET("/conversations", s.listConversations)
 	a.GET("/conversations/:id", s.getConversation)
@@ -239,12 +257,36 @@ func (s *Server) routes() *echo.Echo {
 	a.DELETE("/contacts/:id", s.deleteContact)
 	a.GET("/contacts/:id/privacy", s.contactPrivacy)
 	a.GET("/contacts/:id/keys", s.listKeys)
-	a.POST("/contacts/:id/keys", s.importKey)
+	a.POST("/contacts/:id/keys", s.importKey, keyBody)
 	a.POST("/contacts/:id/keys/:fingerprint/verify", s.verifyKey)
 	a.DELETE("/contacts/:id/keys/:fingerprint", s.deleteKey)
 
 	a.GET("/events", s.events)
+
+	// A known path with another method is 405, not 404 (echo's group
+	// catch-alls would otherwise answer 404 for it).
+	e.RouteNotFound(Prefix+"/*", s.notFound)
+	g.RouteNotFound("/*", s.notFound)
+	a.RouteNotFound("/*", s.notFound)
 	return e
+}
+
+// notFound answers 405 with Allow when the path is routed for other methods,
+// else 404.
+func (s *Server) notFound(c echo.Context) error {
+	var allow []string
+	for _, m := range []string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete} {
+		rc := s.e.NewContext(nil, nil)
+		s.e.Router().Find(m, c.Request().URL.Path, rc)
+		if p := rc.Path(); p != "" && !strings.HasSuffix(p, "*") {
+			allow = append(allow, m)
+		}
+	}
+	if len(allow) == 0 {
+		return errNotFound
+	}
+	c.Response().Header().Set(echo.HeaderAllow, strings.Join(allow, ", "))
+	return &Error{Status: http.StatusMethodNotAllowed, Code: "method_not_allowed", Message: "method not allowed"}
 }
 
 // securityHeaders keeps browsers from sniffing or framing API answers, and
@@ -259,6 +301,17 @@ func (s *Server) securityHeaders(next echo.HandlerFunc) echo.HandlerFunc {
 		return next(c)
 	}
 }
+
+// smallBodyLimit caps the bodies of routes that take a few short fields
+// (login, password change), under the general BodyLimit that a message with
+// attachments needs.
+const smallBodyLimit = "16K"
+
+var (
+	smallBody = middleware.BodyLimit(smallBodyLimit)
+	// keyBody fits one armored key of maxArmoredKey, JSON-escaped.
+	keyBody = middleware.BodyLimit("1M")
+)
 
 // noContent answers 204.
 func noContent(c echo.Context) error { return c.NoContent(http.StatusNoContent) }

@@ -10,6 +10,7 @@ import (
 	"path"
 	"strconv"
 	"strings"
+	"unicode"
 
 	"github.com/emersion/go-message"
 	"github.com/emersion/go-message/charset"
@@ -179,8 +180,13 @@ func filenameOf(h message.Header, part string) string {
 func attachmentDisposition(name string) string {
 	name = path.Base(strings.ReplaceAll(name, `\`, "/"))
 	name = strings.Map(func(r rune) rune {
-		if r < ' ' || r == 0x7f || r == '"' {
+		switch {
+		case r < ' ' || r == 0x7f || r == '"':
 			return '_'
+		case unicode.Is(unicode.Bidi_Control, r), r >= 0x200B && r <= 0x200F, r == 0xFEFF:
+			// Invisible: bidi overrides make "evil‮fdp.exe" look like
+			// "evilexe.pdf"; zero-width characters hide what a name is.
+			return -1
 		}
 		return r
 	}, name)

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 	"github.com/labstack/echo/v4"
@@ -22,6 +23,15 @@ import (
 )
 
 const userKey = "caliopen.user"
+
+// maxUsernameLen bounds a login name: an address is at most 320 bytes.
+const maxUsernameLen = 320
+
+// nameHash is a short, stable digest of a typed user name, for logs.
+func nameHash(name string) string {
+	sum := sha256.Sum256([]byte(name))
+	return hex.EncodeToString(sum[:6])
+}
 
 type loginRequest struct {
 	Username string `json:"username"`
@@ -56,6 +66,17 @@ func (s *Server) login(c echo.Context) error {
 	if err := decodeJSON(c, &req); err != nil {
 		return err
 	}
+	// Refused before any limiter or log sees them: an oversized name would
+	// otherwise fill the limiter tables and the log.
+	switch {
+	case len(req.Username) > maxUsernameLen:
+		return badRequest("username", "at most %d bytes", maxUsernameLen)
+	case !utf8.ValidString(req.Username), strings.ContainsRune(req.Username, utf8.RuneError):
+		// encoding/json turns invalid UTF-8 into U+FFFD: refuse both.
+		return badRequest("username", "username must be valid UTF-8")
+	case len(req.Password) > password.MaxLength:
+		return badRequest("password", "at most %d bytes", password.MaxLength)
+	}
 	name := strings.ToLower(strings.TrimSpace(req.Username))
 	if name == "" {
 		return badRequest("username", "username is required")
@@ -77,7 +98,7 @@ func (s *Server) login(c echo.Context) error {
 		}
 	}
 	if !okAddr {
-		s.log.InfoContext(c.Request().Context(), "login rate limited", "user", name, "client", addr)
+		s.log.InfoContext(c.Request().Context(), "login rate limited", "user_hash", nameHash(name), "client", addr)
 		return &Error{Status: http.StatusTooManyRequests, Code: "rate_limited",
 			Message: "too many login attempts, try again later", RetryAfter: int(math.Ceil(wait.Seconds()))}
 	}
@@ -103,7 +124,13 @@ func (s *Server) login(c echo.Context) error {
 		s.log.ErrorContext(ctx, "stored password hash unusable", "user", name, "err", verr)
 	}
 	if err != nil || verr != nil || !ok {
-		s.log.InfoContext(ctx, "login failed", "user", name, "client", c.RealIP())
+		if err != nil {
+			// No such user: what was typed may be a password in the wrong
+			// field; log only a hash that correlates repeated attempts.
+			s.log.InfoContext(ctx, "login failed", "user_hash", nameHash(name), "client", c.RealIP())
+		} else {
+			s.log.InfoContext(ctx, "login failed", "user", name, "client", c.RealIP())
+		}
 		return &Error{Status: http.StatusUnauthorized, Code: "bad_credentials", Message: "wrong user name or password"}
 	}
 

@@ -1,6 +1,8 @@
 package api
 
 import (
+	"bytes"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"net/http"
@@ -225,14 +227,44 @@ func (s *Server) getContact(c echo.Context) error {
 	return c.JSON(http.StatusOK, viewContact(ct))
 }
 
+// listContacts answers the user's contacts a page at a time, in ID order
+// (creation order: IDs are UUIDv7). The cursor is the last ID returned,
+// base64url-encoded: stable while contacts are added or deleted.
 func (s *Server) listContacts(c echo.Context) error {
+	limit, err := limitParam(c)
+	if err != nil {
+		return err
+	}
+	var after uuid.UUID
+	if v := c.QueryParam("cursor"); v != "" {
+		b, err := base64.RawURLEncoding.DecodeString(v)
+		if err != nil || len(b) != len(after) {
+			return badRequest("cursor", "malformed cursor")
+		}
+		copy(after[:], b)
+	}
 	cs, err := s.st.ListContacts(c.Request().Context(), userID(c))
 	if err != nil {
 		return err
 	}
-	out := page[contactView]{Items: make([]contactView, 0, len(cs))}
-	for _, ct := range cs {
+	slices.SortFunc(cs, func(a, b store.Contact) int { return bytes.Compare(a.ID[:], b.ID[:]) })
+	start := 0
+	if after != uuid.Nil {
+		start, _ = slices.BinarySearchFunc(cs, after, func(ct store.Contact, id uuid.UUID) int {
+			return bytes.Compare(ct.ID[:], id[:])
+		})
+		if start < len(cs) && cs[start].ID == after {
+			start++
+		}
+	}
+	end := min(start+limit, len(cs))
+	out := page[contactView]{Items: make([]contactView, 0, end-start)}
+	for _, ct := range cs[start:end] {
 		out.Items = append(out.Items, viewContact(ct))
+	}
+	if end < len(cs) {
+		last := cs[end-1].ID
+		out.NextCursor = base64.RawURLEncoding.EncodeToString(last[:])
 	}
 	return c.JSON(http.StatusOK, out)
 }

@@ -42,15 +42,24 @@ func decodeCursor(s string) (cursor, error) {
 
 // pageParams reads ?limit= and ?cursor=.
 func pageParams(c echo.Context) (limit int, cur cursor, err error) {
-	limit = store.DefaultLimit
-	if v := c.QueryParam("limit"); v != "" {
-		limit, err = strconv.Atoi(v)
-		if err != nil || limit < 1 || limit > store.MaxLimit {
-			return 0, cursor{}, badRequest("limit", "limit must be between 1 and %d", store.MaxLimit)
-		}
+	if limit, err = limitParam(c); err != nil {
+		return 0, cursor{}, err
 	}
 	cur, err = decodeCursor(c.QueryParam("cursor"))
 	return limit, cur, err
+}
+
+// limitParam reads ?limit= (default store.DefaultLimit, 1..store.MaxLimit).
+func limitParam(c echo.Context) (int, error) {
+	v := c.QueryParam("limit")
+	if v == "" {
+		return store.DefaultLimit, nil
+	}
+	limit, err := strconv.Atoi(v)
+	if err != nil || limit < 1 || limit > store.MaxLimit {
+		return 0, badRequest("limit", "limit must be between 1 and %d", store.MaxLimit)
+	}
+	return limit, nil
 }
 
 // page is a list answer.

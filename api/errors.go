@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"reflect"
 	"strconv"
 	"strings"
 
@@ -163,13 +164,38 @@ func jsonError(err error) error {
 		return badRequest("", "empty body, expected a JSON object")
 	case errors.As(err, &syn), errors.Is(err, io.ErrUnexpectedEOF):
 		return badRequest("", "malformed JSON")
+	case errors.As(err, &typ) && typ.Field == "":
+		// The top-level value: never name a Go type to the client.
+		return badRequest("", "body must be a JSON object")
 	case errors.As(err, &typ):
-		return badRequest(typ.Field, "%s must be %s", fieldName(typ.Field), typ.Type.String())
+		return badRequest(typ.Field, "%s must be %s", fieldName(typ.Field), jsonTypeName(typ.Type))
 	case strings.HasPrefix(err.Error(), "json: unknown field "):
 		f := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
 		return badRequest(f, "unknown field %q", f)
 	}
 	return badRequest("", "malformed JSON")
+}
+
+// jsonTypeName names a Go type the way a JSON client thinks of it.
+func jsonTypeName(t reflect.Type) string {
+	switch t.Kind() {
+	case reflect.String:
+		return "a string"
+	case reflect.Bool:
+		return "a boolean"
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return "an integer"
+	case reflect.Float32, reflect.Float64:
+		return "a number"
+	case reflect.Slice, reflect.Array:
+		return "an array"
+	case reflect.Struct, reflect.Map:
+		return "an object"
+	case reflect.Pointer:
+		return jsonTypeName(t.Elem())
+	}
+	return "of another type"
 }
 
 func fieldName(f string) string {

@@ -30,8 +30,9 @@ const subscriberBuffer = 64
 // Hub fans events out to the connected clients of each user, in process.
 // The zero value is not usable: call NewHub.
 type Hub struct {
-	mu   sync.Mutex
-	subs map[uuid.UUID]map[*subscriber]struct{}
+	mu    sync.Mutex
+	subs  map[uuid.UUID]map[*subscriber]struct{}
+	total int // subscribers of every user
 }
 
 type subscriber struct {
@@ -58,21 +59,37 @@ func (h *Hub) Publish(userID uuid.UUID, ev Event) {
 
 // subscribe registers a client of userID; cancel unregisters it.
 func (h *Hub) subscribe(userID uuid.UUID) (sub *subscriber, cancel func()) {
-	sub = &subscriber{ch: make(chan Event, subscriberBuffer)}
+	sub, cancel, _ = h.trySubscribe(userID, 0, 0)
+	return sub, cancel
+}
+
+// trySubscribe registers a client of userID unless the user already has
+// perUser clients or the hub holds total (a limit <= 0 is none); ok=false
+// then, and nothing is registered.
+func (h *Hub) trySubscribe(userID uuid.UUID, perUser, total int) (sub *subscriber, cancel func(), ok bool) {
 	h.mu.Lock()
+	defer h.mu.Unlock()
+	if perUser > 0 && len(h.subs[userID]) >= perUser || total > 0 && h.total >= total {
+		return nil, nil, false
+	}
+	sub = &subscriber{ch: make(chan Event, subscriberBuffer)}
 	if h.subs[userID] == nil {
 		h.subs[userID] = make(map[*subscriber]struct{})
 	}
 	h.subs[userID][sub] = struct{}{}
-	h.mu.Unlock()
+	h.total++
+	var once sync.Once
 	return sub, func() {
-		h.mu.Lock()
-		defer h.mu.Unlock()
-		delete(h.subs[userID], sub)
-		if len(h.subs[userID]) == 0 {
-			delete(h.subs, userID)
-		}
-	}
+		once.Do(func() {
+			h.mu.Lock()
+			defer h.mu.Unlock()
+			delete(h.subs[userID], sub)
+			h.total--
+			if len(h.subs[userID]) == 0 {
+				delete(h.subs, userID)
+			}
+		})
+	}, true
 }
 
 // takeLagged reports and clears the dropped-event mark.
@@ -100,7 +117,13 @@ func (s *Server) events(c echo.Context) error {
 	w := c.Response()
 	rc := http.NewResponseController(w.Writer)
 
-	sub, cancel := s.hub.subscribe(uid)
+	// Each stream holds a goroutine, a buffer and a connection: bound them,
+	// per user and in all, and refuse before any header is written.
+	sub, cancel, ok := s.hub.trySubscribe(uid, s.cfg.MaxStreamsPerUser, s.cfg.MaxStreams)
+	if !ok {
+		return &Error{Status: http.StatusTooManyRequests, Code: "too_many_streams",
+			Message: "too many open event streams, close one and retry", RetryAfter: 30}
+	}
 	defer cancel()
 
 	h := w.Header()

@@ -35,16 +35,21 @@ func viewKey(k store.PublicKey) keyView {
 		Verified: k.Verified, FirstSeen: k.FirstSeen, LastSeen: k.LastSeen, SeenCount: k.SeenCount}
 }
 
-// maxArmoredKey bounds an imported key (keys with many signatures and
-// photo IDs reach a few hundred KiB).
-const maxArmoredKey = 1 << 20
+// maxArmoredKey bounds an imported key (keys with many signatures reach a
+// few tens of KiB; a key with photo IDs beyond this is refused), and
+// maxContactKeys the keys one contact holds: each is parsed again whenever
+// the contact is encrypted to.
+const (
+	maxArmoredKey  = 256 << 10
+	maxContactKeys = 20
+)
 
 // parsePublicKey reads exactly one armored OpenPGP public key (a private key
 // is refused: the server must never be handed one by mistake) and describes
 // its primary key.
 func parsePublicKey(armored string, now time.Time) (store.PublicKey, *openpgp.Entity, error) {
 	if len(armored) > maxArmoredKey {
-		return store.PublicKey{}, nil, badRequest("armored", "key larger than %d bytes", maxArmoredKey)
+		return store.PublicKey{}, nil, keyTooLarge()
 	}
 	block, err := armor.Decode(strings.NewReader(armored))
 	if err != nil {
@@ -84,6 +89,9 @@ func parsePublicKey(armored string, now time.Time) (store.PublicKey, *openpgp.En
 	if err := w.Close(); err != nil {
 		return store.PublicKey{}, nil, fmt.Errorf("armor: %w", err)
 	}
+	if buf.Len() > maxArmoredKey {
+		return store.PublicKey{}, nil, keyTooLarge()
+	}
 	return store.PublicKey{
 		Fingerprint: strings.ToUpper(hex.EncodeToString(pk.Fingerprint)),
 		Algorithm:   algorithmName(pk),
@@ -92,6 +100,11 @@ func parsePublicKey(armored string, now time.Time) (store.PublicKey, *openpgp.En
 		FirstSeen:   now,
 		LastSeen:    now,
 	}, e, nil
+}
+
+func keyTooLarge() *Error {
+	return &Error{Status: http.StatusRequestEntityTooLarge, Code: "too_large", Field: "armored",
+		Message: fmt.Sprintf("key larger than %d bytes", maxArmoredKey)}
 }
 
 func algorithmName(pk *packet.PublicKey) string {
@@ -149,6 +162,10 @@ func (s *Server) importKey(c echo.Context) error {
 	}
 	if slices.ContainsFunc(ct.Keys, func(x store.PublicKey) bool { return x.Fingerprint == k.Fingerprint }) {
 		return &Error{Status: http.StatusConflict, Code: "key_exists", Field: "armored", Message: "this contact already has this key"}
+	}
+	if len(ct.Keys) >= maxContactKeys {
+		return &Error{Status: http.StatusConflict, Code: "too_many_keys", Field: "armored",
+			Message: fmt.Sprintf("a contact holds at most %d keys: delete one first", maxContactKeys)}
 	}
 	k.Source = "import"
 	ct.Keys = append(ct.Keys, k)

@@ -73,6 +73,8 @@ func (s *Server) changePassword(c echo.Context) error {
 	switch {
 	case req.OldPassword == "":
 		return badRequest("old_password", "old_password is required")
+	case len(req.OldPassword) > password.MaxLength:
+		return badRequest("old_password", "at most %d bytes", password.MaxLength)
 	case req.NewPassword == "":
 		return badRequest("new_password", "new_password is required")
 	case len(req.NewPassword) > password.MaxLength:
@@ -111,6 +113,15 @@ func (s *Server) changePassword(c echo.Context) error {
 	u.Setup.PasswordStrength = strength
 	if err := s.st.UpdateUser(ctx, u); err != nil {
 		return fmt.Errorf("password: update user: %w", err)
+	}
+	// Whoever knew the old password may hold a session: end every one but
+	// this. Open event streams of those tokens end at their next heartbeat.
+	current, _ := c.Get(userKey + ".token").(string)
+	if current == "" {
+		return fmt.Errorf("password: no current token")
+	}
+	if err := s.st.DeleteUserTokens(ctx, uid, current); err != nil {
+		return fmt.Errorf("password: end other sessions: %w", err)
 	}
 	s.log.InfoContext(ctx, "password changed", "user", u.Name)
 	return c.JSON(http.StatusOK, map[string]int{"password_strength": strength})

@@ -290,6 +290,11 @@ func (s *Server) getRaw(c echo.Context) error {
 	if err != nil {
 		return fmt.Errorf("get raw of %s: %w", m.ID, err)
 	}
-	c.Response().Header().Set(echo.HeaderContentDisposition, attachmentDisposition(m.ID.String()+".eml"))
+	h := c.Response().Header()
+	h.Set(echo.HeaderContentDisposition, attachmentDisposition(m.ID.String()+".eml"))
+	// Opened directly, a browser must neither sniff the message as HTML nor
+	// run or load anything from it.
+	h.Set("Content-Security-Policy", "sandbox; default-src 'none'")
+	h.Set("X-Content-Type-Options", "nosniff")
 	return c.Blob(http.StatusOK, "message/rfc822", raw)
 }

@@ -32,6 +32,13 @@ func newLimiter(burst int, interval time.Duration, max int) *limiter {
 // allow spends one attempt for key at now. When none is left it reports how
 // long until one is.
 func (l *limiter) allow(key string, now time.Time) (bool, time.Duration) {
+	return l.allowN(key, 1, now)
+}
+
+// allowN spends n attempts at once (e.g. one per recipient), or none: when
+// fewer are left it reports how long until n are. n above the burst never
+// passes.
+func (l *limiter) allowN(key string, n int, now time.Time) (bool, time.Duration) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	b, ok := l.buckets[key]
@@ -43,21 +50,24 @@ func (l *limiter) allow(key string, now time.Time) (bool, time.Duration) {
 		l.buckets[key] = b
 	}
 	l.refill(b, now)
-	if b.tokens >= 1 {
-		b.tokens--
+	if b.tokens >= float64(n) {
+		b.tokens -= float64(n)
 		return true, 0
 	}
-	wait := time.Duration((1 - b.tokens) * float64(l.interval))
+	wait := time.Duration((float64(n) - b.tokens) * float64(l.interval))
 	return false, wait
 }
 
 // refund gives back an attempt spent by a request that another limit refused,
 // so that one limit's refusals do not drain the other.
-func (l *limiter) refund(key string) {
+func (l *limiter) refund(key string) { l.refundN(key, 1) }
+
+// refundN gives back n attempts.
+func (l *limiter) refundN(key string, n int) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if b, ok := l.buckets[key]; ok {
-		b.tokens = math.Min(l.burst, b.tokens+1)
+		b.tokens = math.Min(l.burst, b.tokens+float64(n))
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	netmail "net/mail"
 	"slices"
@@ -224,7 +225,15 @@ func (s *Server) sendMessage(c echo.Context) error {
 			envelope = append(envelope, r.Address)
 		}
 	}
+	// A stolen token or a compromised client must not turn the account
+	// into a spam cannon: recipients per user are a token bucket.
+	sendKey := uid.String()
+	if ok, wait := s.sendLimiter.allowN(sendKey, len(envelope), s.now()); !ok {
+		return &Error{Status: http.StatusTooManyRequests, Code: "rate_limited",
+			Message: "too many recipients recently, try again later", RetryAfter: int(math.Ceil(wait.Seconds()))}
+	}
 	if err := s.sender.Send(ctx, from.Address, envelope, raw.Bytes()); err != nil {
+		s.sendLimiter.refundN(sendKey, len(envelope)) // nothing left
 		var se *SubmissionError
 		if errors.As(err, &se) {
 			s.log.WarnContext(ctx, "submission refused", "user", uid, "code", se.Code, "reply", se.Message)

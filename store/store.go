@@ -280,6 +280,10 @@ type Store interface {
 	PutToken(ctx context.Context, t Token) error
 	GetToken(ctx context.Context, hash string) (Token, error) // expired ⇒ ErrNotFound
 	DeleteToken(ctx context.Context, hash string) error
+	// DeleteUserTokens deletes every token of the user except the one whose
+	// hash is except ("" deletes them all): a password change ends the other
+	// sessions. An unknown user has no tokens (nil).
+	DeleteUserTokens(ctx context.Context, userID uuid.UUID, except string) error
 
 	// Ping checks the engine is reachable (ErrUnavailable if not).
 	Ping(ctx context.Context) error

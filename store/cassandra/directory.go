@@ -486,6 +486,30 @@ func (st *Store) DeleteToken(ctx context.Context, hash string) error {
 	return wrap("delete token", b.Exec())
 }
 
+func (st *Store) DeleteUserTokens(ctx context.Context, userID uuid.UUID, except string) error {
+	const op = "delete user tokens"
+	iter := st.q(ctx, `SELECT hash FROM tokens_by_user WHERE user_id = ?`, gu(userID)).Iter()
+	var h string
+	var hashes []string
+	for iter.Scan(&h) {
+		if h != except {
+			hashes = append(hashes, h)
+		}
+	}
+	if err := iter.Close(); err != nil {
+		return wrap(op, err)
+	}
+	for _, h := range hashes {
+		b := st.s.Batch(gocql.LoggedBatch).WithContext(ctx)
+		b.Query(`DELETE FROM tokens WHERE hash = ?`, h)
+		b.Query(`DELETE FROM tokens_by_user WHERE user_id = ? AND hash = ?`, gu(userID), h)
+		if err := b.Exec(); err != nil {
+			return wrap(op, err)
+		}
+	}
+	return nil
+}
+
 // ---- Blobs ----
 
 func (st *Store) PutBlob(ctx context.Context, data []byte) (string, error) {

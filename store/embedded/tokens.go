@@ -6,6 +6,7 @@ import (
 	"errors"
 	"time"
 
+	"github.com/google/uuid"
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/caliopen/caliopen/store"
@@ -70,6 +71,35 @@ func (s *Store) GetToken(ctx context.Context, hash string) (store.Token, error) 
 func (s *Store) DeleteToken(ctx context.Context, hash string) error {
 	return s.update(ctx, "delete token", func(tx *bolt.Tx) error {
 		return deleteToken(tx, hash)
+	})
+}
+
+func (s *Store) DeleteUserTokens(ctx context.Context, userID uuid.UUID, except string) error {
+	return s.update(ctx, "delete user tokens", func(tx *bolt.Tx) error {
+		mb, ok, err := openMailbox(tx, userID)
+		if err != nil || !ok {
+			return err
+		}
+		var hashes []string
+		err = mb.tokens.ForEach(func(k, _ []byte) error {
+			if string(k) != except {
+				hashes = append(hashes, string(k))
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		for _, h := range hashes {
+			err := deleteToken(tx, h)
+			if errors.Is(err, store.ErrNotFound) {
+				err = mb.tokens.Delete([]byte(h)) // a stray index entry: drop it
+			}
+			if err != nil {
+				return err
+			}
+		}
+		return nil
 	})
 }
 

@@ -385,6 +385,47 @@ func testTokens(t *testing.T, s store.Store) {
 	wantErr(t, err, store.ErrNotFound, "GetToken after expiry")
 }
 
+// testDeleteUserTokens: a password change ends the user's other sessions,
+// and only theirs.
+func testDeleteUserTokens(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	u := newUser(t, s)
+	other := newUser(t, s)
+	now := base()
+	tok := func(uid uuid.UUID) store.Token {
+		tk := store.Token{Hash: randHex(32), UserID: uid, CreatedAt: now, ExpiresAt: now.Add(time.Hour)}
+		mustNil(t, s.PutToken(ctx, tk), "PutToken")
+		return tk
+	}
+	keep, gone1, gone2 := tok(u.ID), tok(u.ID), tok(u.ID)
+	bystander := tok(other.ID)
+
+	mustNil(t, s.DeleteUserTokens(ctx, u.ID, keep.Hash), "DeleteUserTokens except")
+	for _, tk := range []store.Token{gone1, gone2} {
+		_, err := s.GetToken(ctx, tk.Hash)
+		wantErr(t, err, store.ErrNotFound, "GetToken of a deleted session")
+	}
+	if _, err := s.GetToken(ctx, keep.Hash); err != nil {
+		t.Errorf("GetToken of the kept session: %v", err)
+	}
+	if _, err := s.GetToken(ctx, bystander.Hash); err != nil {
+		t.Errorf("GetToken of another user's session: %v", err)
+	}
+	// The kept token still deletes cleanly (its index entry is intact).
+	mustNil(t, s.DeleteToken(ctx, keep.Hash), "DeleteToken of the kept session")
+
+	again := tok(u.ID)
+	mustNil(t, s.DeleteUserTokens(ctx, u.ID, ""), "DeleteUserTokens all")
+	_, err := s.GetToken(ctx, again.Hash)
+	wantErr(t, err, store.ErrNotFound, "GetToken after DeleteUserTokens all")
+	if _, err := s.GetToken(ctx, bystander.Hash); err != nil {
+		t.Errorf("GetToken of another user's session after delete all: %v", err)
+	}
+	// Nothing left, or no such user: not an error.
+	mustNil(t, s.DeleteUserTokens(ctx, u.ID, ""), "DeleteUserTokens with none left")
+	mustNil(t, s.DeleteUserTokens(ctx, newV7(), ""), "DeleteUserTokens unknown user")
+}
+
 func testDeleteUser(t *testing.T, s store.Store) {
 	ctx := t.Context()
 	u := newUser(t, s)

@@ -80,6 +80,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Isolation", testIsolation},
 		{"Blobs", testBlobs},
 		{"Tokens", testTokens},
+		{"DeleteUserTokens", testDeleteUserTokens},
 		{"DeleteUser", testDeleteUser},
 	}
 	for _, tc := range tests {

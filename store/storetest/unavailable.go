@@ -91,6 +91,7 @@ func RunUnavailable(t *testing.T, open func(t *testing.T) store.Store) {
 		}},
 		{"GetToken", func(ctx context.Context) error { _, err := s.GetToken(ctx, "h"); return err }},
 		{"DeleteToken", func(ctx context.Context) error { return s.DeleteToken(ctx, "h") }},
+		{"DeleteUserTokens", func(ctx context.Context) error { return s.DeleteUserTokens(ctx, id, "h") }},
 	}
 	for _, c := range calls {
 		t.Run(c.name, func(t *testing.T) {
