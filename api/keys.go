@@ -12,10 +12,10 @@ import (
 
 	"github.com/ProtonMail/go-crypto/openpgp"
 	"github.com/ProtonMail/go-crypto/openpgp/armor"
-	"github.com/ProtonMail/go-crypto/openpgp/packet"
 	"github.com/labstack/echo/v4"
 
 	"github.com/caliopen/caliopen/store"
+	"github.com/caliopen/caliopen/verify"
 )
 
 type keyView struct {
@@ -94,7 +94,7 @@ func parsePublicKey(armored string, now time.Time) (store.PublicKey, *openpgp.En
 	}
 	return store.PublicKey{
 		Fingerprint: strings.ToUpper(hex.EncodeToString(pk.Fingerprint)),
-		Algorithm:   algorithmName(pk),
+		Algorithm:   verify.AlgorithmName(pk.PubKeyAlgo),
 		Bits:        int(bits),
 		Armored:     buf.String(),
 		FirstSeen:   now,
@@ -105,31 +105,6 @@ func parsePublicKey(armored string, now time.Time) (store.PublicKey, *openpgp.En
 func keyTooLarge() *Error {
 	return &Error{Status: http.StatusRequestEntityTooLarge, Code: "too_large", Field: "armored",
 		Message: fmt.Sprintf("key larger than %d bytes", maxArmoredKey)}
-}
-
-func algorithmName(pk *packet.PublicKey) string {
-	switch pk.PubKeyAlgo {
-	case packet.PubKeyAlgoRSA, packet.PubKeyAlgoRSAEncryptOnly, packet.PubKeyAlgoRSASignOnly:
-		return "rsa"
-	case packet.PubKeyAlgoDSA:
-		return "dsa"
-	case packet.PubKeyAlgoElGamal:
-		return "elgamal"
-	case packet.PubKeyAlgoECDSA:
-		return "ecdsa"
-	case packet.PubKeyAlgoECDH:
-		return "ecdh"
-	case packet.PubKeyAlgoEdDSA, packet.PubKeyAlgoEd25519:
-		// Legacy EdDSA (22) is Ed25519 in practice.
-		return "ed25519"
-	case packet.PubKeyAlgoEd448:
-		return "ed448"
-	case packet.PubKeyAlgoX25519:
-		return "x25519"
-	case packet.PubKeyAlgoX448:
-		return "x448"
-	}
-	return fmt.Sprintf("algo-%d", pk.PubKeyAlgo)
 }
 
 type importKeyRequest struct {

@@ -107,7 +107,7 @@ func fillKey(hk *HarvestedKey, e *openpgp.Entity, now time.Time) {
 	pk := e.PrimaryKey
 	hk.Emails = entityEmails(e, now)
 	hk.Key.Fingerprint = fingerprint(pk)
-	hk.Key.Algorithm = algoName(pk.PubKeyAlgo)
+	hk.Key.Algorithm = AlgorithmName(pk.PubKeyAlgo)
 	hk.Key.Bits = keyBitLength(pk)
 	var buf bytes.Buffer
 	w, err := armor.Encode(&buf, openpgp.PublicKeyType, nil)

@@ -482,7 +482,7 @@ func (r *pgpRun) pkesk(c []byte) PGPRecipient {
 	}
 	rec.KeyID = fmt.Sprintf("%016X", keyID)
 	algo := packet.PublicKeyAlgorithm(rest[0])
-	rec.Algorithm = algoName(algo)
+	rec.Algorithm = AlgorithmName(algo)
 	if ki, ok := r.keyBits[keyID]; ok && keyID != 0 {
 		if isRSA(ki.algo) {
 			rec.Bits, rec.BitsExact = ki.bits, true
@@ -522,8 +522,8 @@ func isRSA(a packet.PublicKeyAlgorithm) bool {
 	return a == packet.PubKeyAlgoRSA || a == packet.PubKeyAlgoRSAEncryptOnly || a == packet.PubKeyAlgoRSASignOnly
 }
 
-// algoName names a public-key algorithm the way store.PublicKey does.
-func algoName(a packet.PublicKeyAlgorithm) string {
+// AlgorithmName names a public-key algorithm the way store.PublicKey does.
+func AlgorithmName(a packet.PublicKeyAlgorithm) string {
 	switch a {
 	case packet.PubKeyAlgoRSA, packet.PubKeyAlgoRSAEncryptOnly, packet.PubKeyAlgoRSASignOnly:
 		return "rsa"
