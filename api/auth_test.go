@@ -21,7 +21,7 @@ type loginAnswer struct {
 func TestLoginLogoutExpiry(t *testing.T) {
 	h := newHarness(t, func(c *Config, _ *Deps) { c.TokenTTL = time.Hour })
 
-	rec := h.do(http.MethodPost, "/api/v1/login", "", map[string]string{"username": "Alice", "password": h.alice.Password})
+	rec := h.do(http.MethodPost, "/api/v1/login", "", map[string]string{"username": strings.ToUpper(h.alice.Name[:1]) + h.alice.Name[1:], "password": h.alice.Password})
 	la := decode[loginAnswer](t, rec, http.StatusOK)
 	if len(la.Token) != 43 || la.TokenType != "Bearer" {
 		t.Fatalf("token %q type %q: want 43 base64url characters, Bearer", la.Token, la.TokenType)
@@ -46,12 +46,12 @@ func TestLoginLogoutExpiry(t *testing.T) {
 	wantError(t, h.do(http.MethodGet, "/api/v1/me", la.Token, nil), http.StatusUnauthorized, "unauthorized", "")
 
 	// Expiry, by our clock.
-	la = decode[loginAnswer](t, h.do(http.MethodPost, "/api/v1/login", "", map[string]string{"username": "alice", "password": h.alice.Password}), http.StatusOK)
+	la = decode[loginAnswer](t, h.do(http.MethodPost, "/api/v1/login", "", map[string]string{"username": h.alice.Name, "password": h.alice.Password}), http.StatusOK)
 	h.clock.Advance(time.Hour + time.Second)
 	wantError(t, h.do(http.MethodGet, "/api/v1/me", la.Token, nil), http.StatusUnauthorized, "unauthorized", "")
 
 	// Wrong password and unknown user answer alike.
-	a := wantError(t, h.do(http.MethodPost, "/api/v1/login", "", map[string]string{"username": "alice", "password": "nope"}), http.StatusUnauthorized, "bad_credentials", "")
+	a := wantError(t, h.do(http.MethodPost, "/api/v1/login", "", map[string]string{"username": h.alice.Name, "password": "nope"}), http.StatusUnauthorized, "bad_credentials", "")
 	b := wantError(t, h.do(http.MethodPost, "/api/v1/login", "", map[string]string{"username": "mallory", "password": "nope"}), http.StatusUnauthorized, "bad_credentials", "")
 	if a.Error.Code != b.Error.Code || a.Error.Message != b.Error.Message {
 		t.Errorf("unknown user %+v differs from wrong password %+v", b.Error, a.Error)
@@ -61,8 +61,8 @@ func TestLoginLogoutExpiry(t *testing.T) {
 	for _, tok := range []string{"", "short", "x" + la.Token[1:]} {
 		wantError(t, h.do(http.MethodGet, "/api/v1/me", tok, nil), http.StatusUnauthorized, "unauthorized", "")
 	}
-	wantError(t, h.do(http.MethodPost, "/api/v1/login", "", `{"username":"alice"`), http.StatusBadRequest, "invalid", "")
-	wantError(t, h.do(http.MethodPost, "/api/v1/login", "", map[string]string{"username": "alice"}), http.StatusBadRequest, "invalid", "password")
+	wantError(t, h.do(http.MethodPost, "/api/v1/login", "", `{"username":"`+h.alice.Name+`"`), http.StatusBadRequest, "invalid", "")
+	wantError(t, h.do(http.MethodPost, "/api/v1/login", "", map[string]string{"username": h.alice.Name}), http.StatusBadRequest, "invalid", "password")
 }
 
 func TestLoginRateLimit(t *testing.T) {
@@ -70,20 +70,20 @@ func TestLoginRateLimit(t *testing.T) {
 		c.LoginUserBurst, c.LoginUserInterval = 2, time.Minute
 		c.LoginAddrBurst, c.LoginAddrInterval = 4, time.Minute
 	})
-	bad := map[string]string{"username": "alice", "password": "wrong"}
+	bad := map[string]string{"username": h.alice.Name, "password": "wrong"}
 	for i := range 2 {
 		if rec := h.do(http.MethodPost, "/api/v1/login", "", bad); rec.Code != http.StatusUnauthorized {
 			t.Fatalf("attempt %d: %d, want 401", i, rec.Code)
 		}
 	}
-	rec := h.do(http.MethodPost, "/api/v1/login", "", map[string]string{"username": "alice", "password": h.alice.Password})
+	rec := h.do(http.MethodPost, "/api/v1/login", "", map[string]string{"username": h.alice.Name, "password": h.alice.Password})
 	wantError(t, rec, http.StatusTooManyRequests, "rate_limited", "")
 	if ra, err := strconv.Atoi(rec.Header().Get("Retry-After")); err != nil || ra < 1 || ra > 60 {
 		t.Errorf("Retry-After %q, want 1..60 seconds", rec.Header().Get("Retry-After"))
 	}
 	// Another user from the same address still has two attempts of the
 	// address's four, then the address is limited too.
-	other := map[string]string{"username": "bob", "password": "wrong"}
+	other := map[string]string{"username": h.bob.Name, "password": "wrong"}
 	for i := range 2 {
 		if rec := h.do(http.MethodPost, "/api/v1/login", "", other); rec.Code != http.StatusUnauthorized {
 			t.Fatalf("bob attempt %d: %d, want 401", i, rec.Code)
@@ -93,7 +93,7 @@ func TestLoginRateLimit(t *testing.T) {
 
 	// Time refills the buckets.
 	h.clock.Advance(2 * time.Minute)
-	decode[loginAnswer](t, h.do(http.MethodPost, "/api/v1/login", "", map[string]string{"username": "alice", "password": h.alice.Password}), http.StatusOK)
+	decode[loginAnswer](t, h.do(http.MethodPost, "/api/v1/login", "", map[string]string{"username": h.alice.Name, "password": h.alice.Password}), http.StatusOK)
 }
 
 func TestLimiterBoundedMemory(t *testing.T) {
@@ -124,7 +124,7 @@ func TestChangePassword(t *testing.T) {
 	if got["password_strength"] != u.Setup.PasswordStrength || u.Setup.PasswordStrength < 3 {
 		t.Errorf("strength answered %d, stored %d, want ≥ 3 and equal", got["password_strength"], u.Setup.PasswordStrength)
 	}
-	decode[loginAnswer](t, h.do(http.MethodPost, "/api/v1/login", "", map[string]string{"username": "alice", "password": np}), http.StatusOK)
+	decode[loginAnswer](t, h.do(http.MethodPost, "/api/v1/login", "", map[string]string{"username": h.alice.Name, "password": np}), http.StatusOK)
 	me := decode[meView](t, h.do(http.MethodGet, "/api/v1/me", h.alice.Token, nil), http.StatusOK)
 	if me.Setup.PasswordStrength != u.Setup.PasswordStrength {
 		t.Errorf("GET /me strength %d, want %d", me.Setup.PasswordStrength, u.Setup.PasswordStrength)
@@ -172,8 +172,8 @@ func TestSecretsNotLogged(t *testing.T) {
 		d.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 		d.Sender = NewSMTPSender(SMTPConfig{Addr: relayAddr, Username: "api", Password: "relay-secret-pw"})
 	})
-	h.do(http.MethodPost, "/api/v1/login", "", map[string]string{"username": "alice", "password": "wrong-secret-pw"})
-	la := decode[loginAnswer](t, h.do(http.MethodPost, "/api/v1/login", "", map[string]string{"username": "alice", "password": h.alice.Password}), http.StatusOK)
+	h.do(http.MethodPost, "/api/v1/login", "", map[string]string{"username": h.alice.Name, "password": "wrong-secret-pw"})
+	la := decode[loginAnswer](t, h.do(http.MethodPost, "/api/v1/login", "", map[string]string{"username": h.alice.Name, "password": h.alice.Password}), http.StatusOK)
 	h.do(http.MethodPost, "/api/v1/me/password", la.Token, map[string]string{"old_password": "wrong-old-pw", "new_password": "new-secret-pw-123456"})
 	h.do(http.MethodPost, "/api/v1/messages", la.Token, map[string]any{"to": []string{"refused@remote.example"}, "text": "x"})
 	h.do(http.MethodPost, "/api/v1/logout", la.Token, nil)

@@ -159,7 +159,7 @@ func TestMeAccountPI(t *testing.T) {
 	h := newHarness(t)
 	h.deliver(h.alice, richMessage)
 	me := decode[meView](t, h.do(http.MethodGet, "/api/v1/me", h.alice.Token, nil), http.StatusOK)
-	if me.Name != "alice" || len(me.Addresses) != 1 || me.Addresses[0] != h.alice.Addr {
+	if me.Name != h.alice.Name || len(me.Addresses) != 1 || me.Addresses[0] != h.alice.Addr {
 		t.Fatalf("me %+v", me)
 	}
 	if me.Privacy.Version != 1 || me.Privacy.Band == "" || len(me.Privacy.Facts) == 0 || len(me.Privacy.Advice) == 0 {

@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -24,6 +25,7 @@ import (
 	"github.com/caliopen/caliopen/ingest"
 	"github.com/caliopen/caliopen/resolve"
 	"github.com/caliopen/caliopen/store"
+	"github.com/caliopen/caliopen/store/cassandra/cassandratest"
 	"github.com/caliopen/caliopen/store/embedded"
 )
 
@@ -61,6 +63,13 @@ type harness struct {
 	ing   *ingest.Ingester
 	alice testUser
 	bob   testUser
+	// domain hosts alice and bob: example.org, or a fresh one on Cassandra.
+	domain string
+}
+
+// mail adapts a test message written for example.org to the harness's domain.
+func (h *harness) mail(raw string) string {
+	return strings.ReplaceAll(raw, "@example.org", "@"+h.domain)
 }
 
 // cheapHash is an Argon2id PHC string with tiny parameters: Verify reads
@@ -73,8 +82,17 @@ func cheapHash(pw string) string {
 	return fmt.Sprintf("$argon2id$v=%d$m=64,t=1,p=1$%s$%s", argon2.Version, b64.EncodeToString(salt), b64.EncodeToString(key))
 }
 
+// engineEnv selects the store the API tests run on: "cassandra" runs them on
+// the test cluster (scripts/test.sh does, after the embedded run).
+const engineEnv = "CALIOPEN_TEST_API_ENGINE"
+
+func onCassandra() bool { return os.Getenv(engineEnv) == "cassandra" }
+
 func openStore(t testing.TB) store.Store {
 	t.Helper()
+	if onCassandra() {
+		return cassandratest.Open(t)
+	}
 	st, err := embedded.Open(filepath.Join(t.TempDir(), "caliopen.db"))
 	if err != nil {
 		t.Fatalf("open embedded store: %v", err)
@@ -92,12 +110,20 @@ func newHarness(t *testing.T, opts ...option) *harness {
 	clk := &clock{t: time.Now().UTC().Truncate(time.Millisecond)}
 	h := &harness{t: t, st: st, clock: clk}
 	h.ing = &ingest.Ingester{Store: st, Resolver: resolve.New(st), Now: clk.Now, Log: slog.New(slog.DiscardHandler)}
-	if err := st.AddDomain(ctx, store.Domain{Name: "example.org", CreatedAt: clk.Now()}); err != nil {
+	// On Cassandra the keyspace outlives the test: names and addresses
+	// must be new each time.
+	h.domain = "example.org"
+	suffix := ""
+	if onCassandra() {
+		suffix = "-" + uuid.Must(uuid.NewV7()).String()[24:]
+		h.domain = "h" + suffix[1:] + ".example"
+	}
+	if err := st.AddDomain(ctx, store.Domain{Name: h.domain, CreatedAt: clk.Now()}); err != nil {
 		t.Fatal(err)
 	}
 	mk := func(name, pw string) testUser {
-		u := testUser{ID: uuid.Must(uuid.NewV7()), Name: name, Password: pw, Addr: name + "@example.org"}
-		if err := st.CreateUser(ctx, store.User{ID: u.ID, Name: name, DisplayName: strings.ToUpper(name[:1]) + name[1:],
+		u := testUser{ID: uuid.Must(uuid.NewV7()), Name: name + suffix, Password: pw, Addr: name + "@" + h.domain}
+		if err := st.CreateUser(ctx, store.User{ID: u.ID, Name: u.Name, DisplayName: strings.ToUpper(name[:1]) + name[1:],
 			PasswordHash: cheapHash(pw), CreatedAt: clk.Now()}); err != nil {
 			t.Fatal(err)
 		}
@@ -214,7 +240,7 @@ func (h *harness) deliver(u testUser, raw string) ingest.Delivery {
 	res, err := h.ing.Ingest(context.Background(), ingest.Envelope{
 		MailFrom: "sender@remote.example", Recipients: []string{u.Addr},
 		TLSVersion: "TLSv1.3", TLSCipher: "TLS_AES_256_GCM_SHA384", ReceivedAt: h.clock.Now(),
-	}, []byte(strings.ReplaceAll(raw, "\n", "\r\n")))
+	}, []byte(strings.ReplaceAll(h.mail(raw), "\n", "\r\n")))
 	if err != nil {
 		h.t.Fatalf("ingest: %v", err)
 	}

@@ -117,7 +117,7 @@ func TestMessageView(t *testing.T) {
 	// Raw.
 	rec = h.do(http.MethodGet, path+"/raw", h.alice.Token, nil)
 	if rec.Code != http.StatusOK || rec.Header().Get("Content-Type") != "message/rfc822" ||
-		rec.Body.String() != strings.ReplaceAll(richMessage, "\n", "\r\n") {
+		rec.Body.String() != strings.ReplaceAll(h.mail(richMessage), "\n", "\r\n") {
 		t.Errorf("raw: %d %q, %d bytes", rec.Code, rec.Header().Get("Content-Type"), rec.Body.Len())
 	}
 

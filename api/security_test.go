@@ -132,7 +132,7 @@ func TestLoginInputBounds(t *testing.T) {
 	}{
 		{map[string]string{"username": long, "password": "x"}, "username"},
 		{"{\"username\":\"al\xffice\",\"password\":\"x\"}", "username"}, // invalid UTF-8
-		{map[string]string{"username": "alice", "password": strings.Repeat("p", password.MaxLength+1)}, "password"},
+		{map[string]string{"username": h.alice.Name, "password": strings.Repeat("p", password.MaxLength+1)}, "password"},
 	} {
 		wantError(t, h.do(http.MethodPost, "/api/v1/login", "", tc.body), http.StatusBadRequest, "invalid", tc.field)
 	}
@@ -147,7 +147,7 @@ func TestLoginInputBounds(t *testing.T) {
 		http.StatusUnauthorized, "bad_credentials", "")
 
 	// Bodies of login and password change are small; sending is not.
-	big := `{"username":"alice","password":"` + strings.Repeat("p", 20<<10) + `"}`
+	big := `{"username":"` + h.alice.Name + `","password":"` + strings.Repeat("p", 20<<10) + `"}`
 	wantError(t, h.do(http.MethodPost, "/api/v1/login", "", big), http.StatusRequestEntityTooLarge, "too_large", "")
 	bigPW := `{"old_password":"x","new_password":"` + strings.Repeat("p", 20<<10) + `"}`
 	wantError(t, h.do(http.MethodPost, "/api/v1/me/password", h.alice.Token, bigPW), http.StatusRequestEntityTooLarge, "too_large", "")
@@ -173,7 +173,7 @@ func TestLoginLogsNoUnknownName(t *testing.T) {
 		t.Errorf("no hash of the unknown name in the log:\n%s", out)
 	}
 	// A known user's failures still name the user.
-	h.do(http.MethodPost, "/api/v1/login", "", map[string]string{"username": "alice", "password": "x"})
+	h.do(http.MethodPost, "/api/v1/login", "", map[string]string{"username": h.alice.Name, "password": "x"})
 	if !strings.Contains(logs.String(), "user=alice") {
 		t.Errorf("known user's failure does not name the user:\n%s", logs)
 	}
@@ -424,7 +424,7 @@ func TestSendRateLimit(t *testing.T) {
 
 func TestErrorShapes(t *testing.T) {
 	h := newHarness(t)
-	e := wantError(t, h.do(http.MethodPost, "/api/v1/login", "", `["alice","pw"]`), http.StatusBadRequest, "invalid", "")
+	e := wantError(t, h.do(http.MethodPost, "/api/v1/login", "", `["`+h.alice.Name+`","pw"]`), http.StatusBadRequest, "invalid", "")
 	if e.Error.Message != "body must be a JSON object" {
 		t.Errorf("top-level array: %q", e.Error.Message)
 	}

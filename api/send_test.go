@@ -192,7 +192,7 @@ func TestSendPlain(t *testing.T) {
 	if len(irt) != 1 || irt[0] != "rich-1@remote.example" || len(refs) == 0 || refs[len(refs)-1] != "rich-1@remote.example" {
 		t.Errorf("In-Reply-To %v References %v", irt, refs)
 	}
-	if mid == "" || "<"+mid+">" != "<"+ans.MessageID+">" || !strings.HasSuffix(mid, "@example.org") || date.IsZero() {
+	if mid == "" || "<"+mid+">" != "<"+ans.MessageID+">" || !strings.HasSuffix(mid, "@"+h.domain) || date.IsZero() {
 		t.Errorf("Message-ID %q (answered %q), Date %v", mid, ans.MessageID, date)
 	}
 	var bodies []string

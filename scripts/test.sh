@@ -25,3 +25,6 @@ export CALIOPEN_TEST_CASSANDRA_DIR=$cass_dir
 
 echo "== go test"
 go test -race -count=1 -timeout 45m "$@" ./...
+
+echo "== the API's tests again, on Cassandra"
+CALIOPEN_TEST_API_ENGINE=cassandra go test -race -count=1 -timeout 15m "$@" ./api/
