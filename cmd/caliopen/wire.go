@@ -5,8 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"strings"
 	"time"
+
+	"github.com/miekg/dns"
 
 	"github.com/caliopen/caliopen/api"
 	"github.com/caliopen/caliopen/ingest"
@@ -32,6 +35,20 @@ func (a *app) resolver(st store.Store) *resolve.Resolver {
 	return r
 }
 
+// dnsServer is the configured resolver, or the system's first one.
+func (a *app) dnsServer() string {
+	if a.cfg.DNS.Server != "" {
+		return a.cfg.DNS.Server
+	}
+	cc, err := dns.ClientConfigFromFile("/etc/resolv.conf")
+	if err != nil || len(cc.Servers) == 0 {
+		// Every check then ends as temperror: facts are missing, mail is not.
+		a.log.Warn("no DNS resolver: set dns.server; DKIM, SPF and DMARC will be temperror", "err", err)
+		return "127.0.0.1:53"
+	}
+	return net.JoinHostPort(cc.Servers[0], cc.Port)
+}
+
 // ingester builds the one inbound path with verification wired in.
 func (a *app) ingester(st store.Store) *ingest.Ingester {
 	return &ingest.Ingester{
@@ -39,7 +56,7 @@ func (a *app) ingester(st store.Store) *ingest.Ingester {
 		Resolver: a.resolver(st),
 		Verifier: &keytrust.Verifier{
 			Base: &verify.Verifier{
-				Resolver:          dnsresolver.New(a.cfg.DNS.Server, time.Duration(a.cfg.DNS.Timeout)),
+				Resolver:          dnsresolver.New(a.dnsServer(), time.Duration(a.cfg.DNS.Timeout)),
 				Log:               a.log,
 				TrustSpamHeaders:  a.cfg.Verify.TrustSpamHeaders,
 				TrustedARCSealers: a.cfg.Verify.TrustedARCSealers,

@@ -77,7 +77,7 @@ type Submission struct {
 }
 
 type DNS struct {
-	Server  string   `toml:"server"` // host:port of a resolver used for DKIM, SPF, DMARC
+	Server  string   `toml:"server"` // host:port of a resolver for DKIM, SPF, DMARC; "" = /etc/resolv.conf
 	Timeout Duration `toml:"timeout"`
 }
 
@@ -116,7 +116,7 @@ func Default() Config {
 			MaxBody:    25 << 20,
 			Submission: Submission{Address: "127.0.0.1:25"},
 		},
-		DNS:      DNS{Server: "127.0.0.1:53", Timeout: Duration(3 * time.Second)},
+		DNS:      DNS{Timeout: Duration(3 * time.Second)},
 		Operator: Operator{Listen: "127.0.0.1:9465"},
 	}
 }
@@ -213,8 +213,8 @@ func (c Config) Validate() error {
 		"api.listen": c.API.Listen, "operator.listen": c.Operator.Listen,
 		"dns.server": c.DNS.Server, "api.submission.address": c.API.Submission.Address,
 	} {
-		if addr == "" && (key == "lookupd.socketmap") {
-			continue // socketmap may be off when only tcp_table is used
+		if addr == "" && (key == "lookupd.socketmap" || key == "dns.server") {
+			continue // socketmap may be off; no DNS server means the system's
 		}
 		if _, _, err := net.SplitHostPort(addr); err != nil {
 			bad(key, "%q is not host:port", addr)
