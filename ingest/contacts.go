@@ -305,9 +305,15 @@ func (in *Ingester) conversation(ctx context.Context, userID uuid.UUID, pp peopl
 	ids := sortedIDs(pp.correspondents)
 	key := convKey(ids)
 
-	refs := slices.Clone(p.InReplyTo)
-	for i := len(p.References) - 1; i >= 0; i-- {
-		refs = append(refs, p.References[i])
+	// With no correspondent (From is one of the user's own addresses, which
+	// anyone can forge) thread headers are not followed: every thread would
+	// otherwise "contain" the empty set of people.
+	var refs []string
+	if len(ids) > 0 {
+		refs = slices.Clone(p.InReplyTo)
+		for i := len(p.References) - 1; i >= 0; i-- {
+			refs = append(refs, p.References[i])
+		}
 	}
 	seen := map[string]bool{}
 	lookups := 0

@@ -816,3 +816,14 @@ func TestAddChannelMergesAutomaticContact(t *testing.T) {
 		t.Errorf("err = %v, want ErrExists", err)
 	}
 }
+
+// A message whose only party is the user (a forgeable From) never joins an
+// existing thread by its References.
+func TestOwnAddressDoesNotJoinThreads(t *testing.T) {
+	f := newFixture(t)
+	first := f.one(simple("carol@remote.example", "alice@example.org", "plans", "hello", "Message-ID: <t1@remote.example>"))
+	forged := f.one(simple("alice@example.org", "alice@example.org", "Re: plans", "forged", "References: <t1@remote.example>", "Message-ID: <t2@evil.example>"))
+	if forged.ConversationID == first.ConversationID {
+		t.Fatal("a message from the user's own address joined carol's thread through References")
+	}
+}
