@@ -162,6 +162,10 @@ func Load(path string, environ []string, sets []string) (Config, error) {
 		if !ok {
 			return c, fmt.Errorf("config: --set %q: want key=value", kv)
 		}
+		// Any user of the machine can read a command line (ps).
+		if strings.HasSuffix(strings.TrimSpace(k), "password") {
+			return c, fmt.Errorf("config: --set %s: secrets go in the file or the environment, not on the command line", k)
+		}
 		if err := Set(&c, strings.TrimSpace(k), v); err != nil {
 			return c, fmt.Errorf("config: --set %s: %w", k, err)
 		}

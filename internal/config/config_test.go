@@ -68,6 +68,7 @@ func TestErrorsNameLineAndKey(t *testing.T) {
 		{file: "[milter]\nlisten = \"nowhere\"\n", want: `milter.listen: "nowhere" is not host:port`},
 		{env: []string{"CALIOPEN_NOPE=1"}, want: "CALIOPEN_NOPE names no configuration key"},
 		{sets: []string{"api.token_ttl=soon"}, want: `"soon" is not a duration`},
+		{sets: []string{"store.cassandra.password=hunter2"}, want: "not on the command line"},
 		{sets: []string{"lookupd.tcp_table=127.0.0.1:1=users"}, want: `unknown map "users"`},
 	}
 	for _, tc := range cases {
