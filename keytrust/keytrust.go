@@ -206,6 +206,9 @@ const MaxKeysPerContact = 5
 type learnt struct {
 	signer string            // fingerprint of a known key that validly signed it
 	keys   []store.PublicKey // new keys it carries for the contact
+	// endorsed: the new keys came in a message signed by a key we trust (a
+	// rollover), so using them next is no change to warn about.
+	endorsed bool
 }
 
 // assess decides A3 for one message from the contact as it is, and what to
@@ -245,6 +248,7 @@ func assess(c store.Contact, f verify.Facts) (string, learnt) {
 		}
 	}
 	signedByTrusted := state == "verified" || state == "consistent" || state == "first_seen"
+	l.endorsed = signedByTrusted
 	for _, h := range f.PGP.Keys {
 		if h.Error != "" || h.Key.Fingerprint == "" || keyIndex(c.Keys, h.Key.Fingerprint) >= 0 {
 			continue
@@ -301,6 +305,9 @@ func (k *Verifier) record(ctx context.Context, userID, contactID uuid.UUID, l le
 			continue
 		}
 		key.FirstSeen, key.LastSeen, key.SeenCount, key.Verified = now, now, 0, false
+		if l.endorsed {
+			key.SeenCount = 1 // part of the contact's signing history from now on
+		}
 		c.Keys = append(c.Keys, key)
 	}
 	c.UpdatedAt = now

@@ -237,6 +237,10 @@ func TestUnverifiedKeyChangeWarns(t *testing.T) {
 	if feat, _ := f2.verify(signed(t, bob, autocrypt(other))); feat.KeyChanged {
 		t.Fatal("a new key announced in a message signed by the known key warned")
 	}
+	// And signing with the announced key afterwards is no change either.
+	if feat, det := f2.verify(signed(t, other, "")); feat.KeyChanged || feat.Key != privacyindex.KeyFirstSeen {
+		t.Fatalf("first message signed with the announced key: %v changed=%v (%s)", feat.Key, feat.KeyChanged, det.KeyState)
+	}
 }
 
 func TestContactKeyCap(t *testing.T) {
