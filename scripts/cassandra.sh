@@ -210,9 +210,12 @@ cmd_start() {
 		org.apache.cassandra.service.CassandraDaemon >"$out" 2>&1 </dev/null) &
 	echo $! >"$dir/cassandra.pid"
 
-	local deadline=$((SECONDS + START_TIMEOUT))
+	local deadline=$((SECONDS + START_TIMEOUT)) pid=$!
 	while ((SECONDS < deadline)); do
-		if ! running "$dir"; then
+		# kill -0, not running(): until the subshell has exec'd java its
+		# command line is still bash's, which running() would take for a
+		# node that died.
+		if ! kill -0 "$pid" 2>/dev/null; then
 			log "Cassandra exited during start-up; last log lines:"
 			tail -n 40 "$logfile" "$out" >&2 || true
 			rm -f "$dir/cassandra.pid"
