@@ -121,21 +121,7 @@ func startPostfix(t testing.TB, milterAddr string, extra ...string) *postfixtest
 // no senders.
 func startSocketmap(t testing.TB) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go serveSocketmap(c)
-		}
-	}()
-	return ln.Addr().String()
+	return serveLoopback(t, serveSocketmap)
 }
 
 func serveSocketmap(c net.Conn) {
@@ -218,6 +204,13 @@ func metricValue(t testing.TB, reg *prometheus.Registry, name, outcome string) f
 // It speaks just enough of Dovecot's auth protocol (version 1.2) for Postfix.
 func startSASL(t testing.TB) string {
 	t.Helper()
+	return serveLoopback(t, serveSASL)
+}
+
+// serveLoopback runs serve on every connection to a fresh loopback
+// listener, closed when the test ends, and returns its address.
+func serveLoopback(t testing.TB, serve func(net.Conn)) string {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -229,7 +222,7 @@ func startSASL(t testing.TB) string {
 			if err != nil {
 				return
 			}
-			go serveSASL(c)
+			go serve(c)
 		}
 	}()
 	return ln.Addr().String()
