@@ -261,15 +261,20 @@ func (p *proc) waitHealthy(opAddr string, timeout time.Duration) {
 	p.t.Fatalf("caliopen %s not healthy on %s after %s (last: %s):\n%s", p.name, opAddr, timeout, last, p.out.String())
 }
 
-// waitListening waits until addr accepts TCP connections.
+// waitListening waits until addr (host:port, or unix:/path) accepts
+// connections.
 func (p *proc) waitListening(addr string, timeout time.Duration) {
 	p.t.Helper()
+	network, dial := "tcp", addr
+	if path, ok := strings.CutPrefix(addr, "unix:"); ok {
+		network, dial = "unix", path
+	}
 	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
 		if p.exited() {
 			p.t.Fatalf("caliopen %s exited (%v):\n%s", p.name, p.err, p.out.String())
 		}
-		c, err := net.DialTimeout("tcp", addr, time.Second)
+		c, err := net.DialTimeout(network, dial, time.Second)
 		if err == nil {
 			c.Close()
 			return

@@ -35,7 +35,6 @@ func newServeDeployment(t *testing.T) *serveDeployment {
 	d := &serveDeployment{
 		t:           t,
 		dns:         startDNS(t),
-		milterAddr:  freeAddr(t),
 		lookupdAddr: freeAddr(t),
 		apiAddr:     freeAddr(t),
 		op:          freeAddr(t),
@@ -44,13 +43,16 @@ func newServeDeployment(t *testing.T) *serveDeployment {
 	}
 	dataDir := t.TempDir()
 	d.dbPath = filepath.Join(dataDir, "caliopen.db")
+	// The milter line of contrib/postfix/main.cf is kept verbatim: a Unix
+	// socket in Postfix's queue directory, where `caliopen serve` listens.
 	d.pf = postfixtest.Start(t, postfixtest.Options{
-		Include: &postfixtest.Include{MilterAddr: d.milterAddr, LookupdAddr: d.lookupdAddr},
+		Include: &postfixtest.Include{LookupdAddr: d.lookupdAddr},
 		// Postfix accepts more than the milter: the milter's limit is what is tested.
 		Main: []string{"message_size_limit = 10485760"},
 		// The API's submission port: loopback, no STARTTLS (api.submission.starttls = false).
 		Master: []string{d.submitAddr + " inet n - n - - smtpd\n  -o smtpd_tls_security_level=none"},
 	})
+	d.milterAddr = "unix:" + d.pf.MilterSocket()
 	d.node = newNode(t, map[string]string{
 		"CALIOPEN_DATA_DIR":                dataDir,
 		"CALIOPEN_LOG_LEVEL":               "debug",
@@ -135,13 +137,14 @@ func TestServeEmbedded(t *testing.T) {
 	// Vector 5 needs grace's private key on the server (see giveServerKey).
 	v5 := giveServerKey(t, d, keys)
 
-	// The shipped fragments are in force, ports substituted.
+	// The shipped fragments are in force, lookupd's port substituted.
 	pc, err := d.pf.PostconfN(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
 	for k, v := range map[string]string{
-		"smtpd_milters":           "inet:" + d.milterAddr,
+		"smtpd_milters":           postfixtest.DefaultMilter,
+		"non_smtpd_milters":       postfixtest.DefaultMilter,
 		"virtual_mailbox_maps":    "socketmap:inet:" + d.lookupdAddr + ":mailboxes",
 		"virtual_transport":       "discard:",
 		"milter_default_action":   "tempfail",

@@ -41,6 +41,10 @@ type Envelope struct {
 // reached (several recipients may resolve to one user: stored once).
 type Result struct {
 	Deliveries []Delivery
+	// Complete: every envelope recipient reaches hosted users only (no
+	// remote forward, no unknown address) and the message is stored for
+	// each of them. Nothing is left for the MTA to deliver.
+	Complete bool
 }
 
 // Delivery is the message as stored for one user.

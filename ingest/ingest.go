@@ -91,7 +91,7 @@ func (in *Ingester) Ingest(ctx context.Context, env Envelope, raw []byte) (Resul
 	if in.Store == nil || in.Resolver == nil {
 		return Result{}, fmt.Errorf("ingest: Ingester needs a Store and a Resolver: %w", store.ErrInvalid)
 	}
-	users, err := in.recipients(ctx, env.Recipients)
+	users, elsewhere, err := in.recipients(ctx, env.Recipients)
 	if err != nil {
 		return Result{}, err
 	}
@@ -124,6 +124,7 @@ func (in *Ingester) Ingest(ctx context.Context, env Envelope, raw []byte) (Resul
 		}
 		res.Deliveries = append(res.Deliveries, d)
 	}
+	res.Complete = !elsewhere
 	if len(m.parsed.Problems) > 0 {
 		in.log().Info("ingest: stored with parse problems", "queue_id", env.QueueID, "raw", m.hash, "problems", len(m.parsed.Problems))
 	}
@@ -148,18 +149,21 @@ func (in *Ingester) StoreSent(ctx context.Context, userID uuid.UUID, raw []byte,
 	return in.deliver(ctx, userID, m, newOwnership(in), recipients)
 }
 
-// recipients resolves envelope recipients to users, in order, once each.
-func (in *Ingester) recipients(ctx context.Context, rcpts []string) ([]uuid.UUID, error) {
-	var users []uuid.UUID
+// recipients resolves envelope recipients to users, in order, once each,
+// and reports whether some recipient also (or only) reaches addresses that
+// are not hosted.
+func (in *Ingester) recipients(ctx context.Context, rcpts []string) (users []uuid.UUID, elsewhere bool, err error) {
 	seen := map[uuid.UUID]bool{}
 	for _, r := range rcpts {
-		as, err := in.Resolver.Users(ctx, r)
+		as, out, err := in.Resolver.Reach(ctx, r)
 		switch {
 		case errors.Is(err, store.ErrNotFound), errors.Is(err, store.ErrInvalid):
+			elsewhere = true
 			continue
 		case err != nil:
-			return nil, fmt.Errorf("ingest: recipient %q: %w", r, err)
+			return nil, false, fmt.Errorf("ingest: recipient %q: %w", r, err)
 		}
+		elsewhere = elsewhere || out
 		for _, a := range as {
 			if !seen[a.UserID] {
 				seen[a.UserID] = true
@@ -167,7 +171,7 @@ func (in *Ingester) recipients(ctx context.Context, rcpts []string) ([]uuid.UUID
 			}
 		}
 	}
-	return users, nil
+	return users, elsewhere || len(rcpts) == 0, nil
 }
 
 // prepared is one message, parsed, with its blob being stored.

@@ -103,8 +103,31 @@ func TestNoHostedRecipient(t *testing.T) {
 	f := newFixture(t)
 	res, err := f.in.Ingest(f.ctx, Envelope{Recipients: []string{"nobody@example.org", "x@elsewhere.example", "garbage"}},
 		[]byte(simple("a@remote.example", "nobody@example.org", "hi", "hi")))
-	if err != nil || len(res.Deliveries) != 0 {
-		t.Fatalf("got %+v, %v; want nothing, no error", res, err)
+	if err != nil || len(res.Deliveries) != 0 || res.Complete {
+		t.Fatalf("got %+v, %v; want nothing, not complete, no error", res, err)
+	}
+}
+
+// Complete says the MTA has nothing left to deliver: every recipient
+// reaches hosted users only.
+func TestResultComplete(t *testing.T) {
+	f := newFixture(t)
+	must(t, f.st.PutAlias(f.ctx, store.Alias{Address: "fwd@example.org", Targets: []string{"alice@example.org", "alice@elsewhere.example"}}))
+	for i, tc := range []struct {
+		rcpts    []string
+		complete bool
+	}{
+		{[]string{"alice@example.org"}, true},
+		{[]string{"team@example.org", "Bob+x@example.org"}, true},
+		{[]string{"alice@example.org", "x@elsewhere.example"}, false}, // a remote recipient too
+		{[]string{"alice@example.org", "nobody@example.org"}, false},  // an unknown one
+		{[]string{"fwd@example.org"}, false},                          // an alias that also forwards off-site
+	} {
+		raw := simple("a@remote.example", "alice@example.org", fmt.Sprint("complete ", i), "hi")
+		res := f.ingest(raw, tc.rcpts...)
+		if len(res.Deliveries) == 0 || res.Complete != tc.complete {
+			t.Errorf("%v: %d deliveries, complete %v; want %v", tc.rcpts, len(res.Deliveries), res.Complete, tc.complete)
+		}
 	}
 }
 

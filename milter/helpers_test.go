@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -73,12 +74,33 @@ func (r *recorder) got() []call {
 // checks that Serve then returns nil.
 func startMilter(t testing.TB, s *Server) string {
 	t.Helper()
-	if s.Log == nil {
-		s.Log = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
+	}
+	startMilterOn(t, s, ln)
+	return ln.Addr().String()
+}
+
+// listenUnix listens on a Unix socket at path as `caliopen` does: mode 0660,
+// reachable by the group of its (set-group-ID) directory.
+func listenUnix(t testing.TB, path string) net.Listener {
+	t.Helper()
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(path, 0o660); err != nil {
+		t.Fatal(err)
+	}
+	return ln
+}
+
+// startMilterOn serves s on ln until the test ends.
+func startMilterOn(t testing.TB, s *Server, ln net.Listener) {
+	t.Helper()
+	if s.Log == nil {
+		s.Log = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -94,7 +116,6 @@ func startMilter(t testing.TB, s *Server) string {
 			t.Error("Serve did not return after cancel")
 		}
 	})
-	return ln.Addr().String()
 }
 
 type testWriter struct{ t testing.TB }

@@ -9,6 +9,7 @@ import (
 
 type metrics struct {
 	accepted, tempfailed, rejected prometheus.Counter
+	discarded                      prometheus.Counter
 	bytes                          prometheus.Counter
 	ingestSeconds                  prometheus.Observer
 	connections                    prometheus.Gauge
@@ -25,6 +26,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	bytes := prometheus.NewCounter(prometheus.CounterOpts{
 		Namespace: "caliopen", Subsystem: "milter", Name: "accepted_bytes_total",
 		Help: "Raw bytes (header and body as received) of accepted messages.",
+	})
+	discarded := prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: "caliopen", Subsystem: "milter", Name: "discarded_total",
+		Help: "Accepted messages stored for every recipient whose Postfix copy was dropped (DISCARD, milter.discard_stored).",
 	})
 	latency := prometheus.NewHistogram(prometheus.HistogramOpts{
 		Namespace: "caliopen", Subsystem: "milter", Name: "ingest_duration_seconds",
@@ -43,6 +48,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		if bytes, err = register(reg, bytes); err != nil {
 			return nil, err
 		}
+		if discarded, err = register(reg, discarded); err != nil {
+			return nil, err
+		}
 		if latency, err = register(reg, latency); err != nil {
 			return nil, err
 		}
@@ -54,6 +62,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		accepted:      messages.WithLabelValues("accepted"),
 		tempfailed:    messages.WithLabelValues("tempfailed"),
 		rejected:      messages.WithLabelValues("rejected"),
+		discarded:     discarded,
 		bytes:         bytes,
 		ingestSeconds: latency,
 		connections:   conns,

@@ -450,3 +450,91 @@ func TestAuthenticatedSender(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// completeFor answers like ingest: the message is stored for every
+// recipient (Result.Complete) unless one of them is in elsewhere, standing
+// for an alias that also forwards off this host.
+type completeFor struct {
+	recorder
+	elsewhere map[string]bool
+}
+
+func (c *completeFor) Ingest(ctx context.Context, env ingest.Envelope, raw []byte) (ingest.Result, error) {
+	res, err := c.recorder.Ingest(ctx, env, raw)
+	res.Complete = true
+	for _, r := range env.Recipients {
+		res.Complete = res.Complete && !c.elsewhere[r]
+	}
+	return res, err
+}
+
+// TestDiscardStored: with DiscardStored, a message stored for all its
+// recipients is accepted and Postfix drops its copy (no delivery, not even
+// to discard:); one with a recipient left to Postfix is delivered as
+// before. Several messages on one connection, after a DISCARD, keep the
+// connection's facts. The milter listens on the Unix socket contrib/postfix
+// names, verbatim.
+func TestDiscardStored(t *testing.T) {
+	t.Parallel()
+	ing := &completeFor{elsewhere: map[string]bool{"fwd@example.org": true}}
+	reg := prometheus.NewRegistry()
+	pf := postfixtest.Start(t, postfixtest.Options{
+		Include: &postfixtest.Include{LookupdAddr: startSocketmap(t)},
+	})
+	startMilterOn(t, &Server{Ingester: ing, Metrics: reg, DiscardStored: true}, listenUnix(t, pf.MilterSocket()))
+	ctx := testCtx(t)
+
+	msg := func(n int, to ...string) postfixtest.Message {
+		return postfixtest.Message{
+			From: "zoe@example.net", To: to,
+			Raw: []byte(fmt.Sprintf("Subject: %d\r\nMessage-ID: <d%d@example.net>\r\n\r\nbody %d\r\n", n, n, n)),
+		}
+	}
+	s, err := postfixtest.SendMail(ctx, pf.SMTPAddr, postfixtest.SendOptions{Helo: "d.example.net", TLS: pf.ClientTLSConfig()},
+		msg(1, "bob@example.org"), msg(2, "bob@example.org", "fwd@example.org"), msg(3, "carol@example.org"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, tr := range s.Transactions {
+		if !tr.Accepted() {
+			t.Fatalf("message %d: %+v", i+1, tr)
+		}
+	}
+	calls := ing.got()
+	if len(calls) != 3 {
+		t.Fatalf("Ingest called %d times, want 3", len(calls))
+	}
+	for i, c := range calls {
+		if c.env.TLSVersion != "TLSv1.3" || c.env.Helo != "d.example.net" {
+			t.Errorf("message %d: TLS %q helo %q: connection facts lost", i+1, c.env.TLSVersion, c.env.Helo)
+		}
+	}
+	// Message 2 goes on to discard: for both recipients; 1 and 3 are dropped
+	// at end of data and never delivered.
+	id := func(i int) string { return s.Transactions[i].QueueID() }
+	for _, want := range []string{
+		id(0) + ": milter-discard: END-OF-MESSAGE",
+		id(2) + ": milter-discard: END-OF-MESSAGE",
+		id(1) + ": to=<bob@example.org>, relay=none",
+		id(1) + ": to=<fwd@example.org>, relay=none",
+	} {
+		if err := pf.WaitLog(ctx, want); err != nil {
+			t.Error(err)
+		}
+	}
+	if err := pf.WaitQueueEmpty(ctx); err != nil {
+		t.Error(err)
+	}
+	log := pf.Log()
+	for _, i := range []int{0, 2} {
+		if strings.Contains(log, id(i)+": to=") {
+			t.Errorf("message %d was discarded yet delivered:\n%s", i+1, log)
+		}
+	}
+	if v := metricValue(t, reg, "caliopen_milter_discarded_total", ""); v != 2 {
+		t.Errorf("discarded metric = %v, want 2", v)
+	}
+	if v := metricValue(t, reg, "caliopen_milter_messages_total", "accepted"); v != 3 {
+		t.Errorf("accepted metric = %v, want 3", v)
+	}
+}

@@ -168,8 +168,11 @@ func (s *session) grow(n int64) bool {
 }
 
 // Body is the end of the message: store it, then answer. Success answers
-// CONTINUE, not ACCEPT: Postfix accepts the message either way, but
-// go-milter would drop this connection's facts after ACCEPT.
+// CONTINUE (Postfix delivers what is left: hosted recipients to discard:,
+// others as usual) or, with Server.DiscardStored and every recipient
+// stored, DISCARD. Never ACCEPT, which would skip later milters. go-milter
+// replaces the handler after DISCARD; the connection's facts live in conn
+// and survive it.
 func (s *session) Body(m *gomilter.Modifier) (gomilter.Response, error) {
 	r := s.c.run
 	if s.tooBig {
@@ -218,7 +221,12 @@ func (s *session) Body(m *gomilter.Modifier) (gomilter.Response, error) {
 	}
 	r.metrics.accepted.Inc()
 	r.metrics.bytes.Add(float64(len(raw)))
-	log.Info("milter: message stored", "deliveries", len(res.Deliveries), "duration", elapsed)
+	discard := r.srv.DiscardStored && res.Complete
+	log.Info("milter: message stored", "deliveries", len(res.Deliveries), "discard", discard, "duration", elapsed)
+	if discard {
+		r.metrics.discarded.Inc()
+		return gomilter.RespDiscard, nil
+	}
 	return gomilter.RespContinue, nil
 }
 

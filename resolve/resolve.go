@@ -227,13 +227,28 @@ var errIsMailbox = fmt.Errorf("a hosted mailbox, delivered as itself: %w", store
 // It returns an error wrapping store.ErrNotFound when no hosted user is
 // reached, and any store failure wrapped as is.
 func (r *Resolver) Users(ctx context.Context, addr string) ([]store.Address, error) {
-	return r.users(ctx, addr, true)
+	users, _, err := r.reach(ctx, addr, true)
+	return users, err
+}
+
+// Reach is Users that also reports whether the expansion left addresses
+// that are not hosted here (forwards to remote addresses, stale or
+// malformed targets): mail for those is still Postfix's to deliver. A
+// malformed addr, or one that reaches no hosted user, returns an error as
+// Users does.
+func (r *Resolver) Reach(ctx context.Context, addr string) (users []store.Address, elsewhere bool, err error) {
+	return r.reach(ctx, addr, true)
 }
 
 func (r *Resolver) users(ctx context.Context, addr string, catchAll bool) ([]store.Address, error) {
+	users, _, err := r.reach(ctx, addr, catchAll)
+	return users, err
+}
+
+func (r *Resolver) reach(ctx context.Context, addr string, catchAll bool) ([]store.Address, bool, error) {
 	a, err := normalize(addr, false)
 	if err != nil {
-		return nil, err
+		return nil, true, err
 	}
 	x := expansion{r: r, catchAll: catchAll, seen: map[string]bool{}, users: map[uuid.UUID]bool{}}
 	maxDepth := r.MaxDepth
@@ -242,12 +257,12 @@ func (r *Resolver) users(ctx context.Context, addr string, catchAll bool) ([]sto
 	}
 	x.maxDepth = maxDepth
 	if err := x.expand(ctx, a, 0); err != nil {
-		return nil, err
+		return nil, true, err
 	}
 	if len(x.out) == 0 {
-		return nil, fmt.Errorf("resolve: %q reaches no hosted mailbox: %w", a, store.ErrNotFound)
+		return nil, true, fmt.Errorf("resolve: %q reaches no hosted mailbox: %w", a, store.ErrNotFound)
 	}
-	return x.out, nil
+	return x.out, x.elsewhere, nil
 }
 
 type expansion struct {
@@ -257,6 +272,8 @@ type expansion struct {
 	seen     map[string]bool
 	users    map[uuid.UUID]bool
 	out      []store.Address
+	// elsewhere: some address of the expansion is not hosted here.
+	elsewhere bool
 }
 
 func (x *expansion) expand(ctx context.Context, a string, depth int) error {
@@ -277,7 +294,8 @@ func (x *expansion) expand(ctx context.Context, a string, depth int) error {
 	for _, t := range targets {
 		n, err := store.NormalizeAddress(t, false)
 		if err != nil {
-			continue // a target we cannot parse reaches no hosted user
+			x.elsewhere = true // Postfix, not us, decides what becomes of it
+			continue           // a target we cannot parse reaches no hosted user
 		}
 		if err := x.expand(ctx, n, depth+1); err != nil {
 			return err
@@ -292,6 +310,7 @@ func (x *expansion) deliver(ctx context.Context, a string) error {
 	m, err := x.r.mailbox(ctx, a)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
+		x.elsewhere = true
 		return nil
 	case err != nil:
 		return fmt.Errorf("resolve: mailbox %q: %w", a, err)

@@ -281,6 +281,40 @@ func TestUsers(t *testing.T) {
 	}
 }
 
+// Reach tells which expansions leave something that is not hosted here:
+// the milter must then leave the message to Postfix.
+func TestReach(t *testing.T) {
+	m, _ := fixture(t)
+	r := resolve.New(m)
+	ctx := context.Background()
+	for _, tc := range []struct {
+		in        string
+		users     int
+		elsewhere bool
+	}{
+		{"alice@example.org", 1, false},
+		{"Alice+tag@Example.org", 1, false},
+		{"all@example.org", 3, true},         // via team@, which forwards to friend@remote.test
+		{"team@example.org", 2, true},        // friend@remote.test
+		{"someone@example.org", 1, false},    // catch-all → postmaster → bob
+		{"ping@example.org", 1, true},        // the loop leaves ping@, no mailbox
+		{"copy@example.org", 1, true},        // copy@ kept as itself, not a mailbox here
+		{"alias-ext@example.org", 1, false},  // carol+from-alias@ is carol's mailbox
+		{"postmaster@example.org", 1, false}, // an alias to a mailbox
+		{"a.liddell@example.org", 1, false},  // a second address of alice
+	} {
+		users, elsewhere, err := r.Reach(ctx, tc.in)
+		if err != nil || len(users) != tc.users || elsewhere != tc.elsewhere {
+			t.Errorf("Reach(%q) = %d users, elsewhere %v, %v; want %d, %v", tc.in, len(users), elsewhere, err, tc.users, tc.elsewhere)
+		}
+	}
+	for _, in := range []string{"nobody@other.test", "x@unknown.test", "no-at"} {
+		if _, elsewhere, err := r.Reach(ctx, in); !errors.Is(err, store.ErrNotFound) || !elsewhere {
+			t.Errorf("Reach(%q): elsewhere %v, %v; want ErrNotFound and elsewhere", in, elsewhere, err)
+		}
+	}
+}
+
 // An alias that lists itself keeps a copy for its own mailbox (Postfix
 // semantics), and the depth limit ends a long chain without error.
 func TestUsersSelfAndDepth(t *testing.T) {

@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -78,11 +80,48 @@ func (a *app) migrate(ctx context.Context, args []string) error {
 }
 
 // listen binds every address before any role starts, so a port in use is
-// reported at start rather than after the other roles are serving.
+// reported at start rather than after the other roles are serving. addr is
+// host:port, or unix:/path for a Unix socket (see listenUnix).
 func listen(name, addr string) (net.Listener, error) {
+	if path, ok := strings.CutPrefix(addr, "unix:"); ok {
+		ln, err := listenUnix(path)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", name, err)
+		}
+		return ln, nil
+	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	return ln, nil
+}
+
+// listenUnix listens on a Unix socket at path, mode 0660: who may connect is
+// the socket's group (the directory's, when it is set-group-ID, as
+// contrib/postfix sets it up for Postfix). A socket left by a process that
+// died is replaced; one still answering is another instance's, and an error.
+// The socket is removed when the listener closes.
+func listenUnix(path string) (net.Listener, error) {
+	if fi, err := os.Lstat(path); err == nil {
+		if fi.Mode().Type() != fs.ModeSocket {
+			return nil, fmt.Errorf("listen unix:%s: a file that is not a socket is in the way", path)
+		}
+		if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+			c.Close()
+			return nil, fmt.Errorf("listen unix:%s: another process is listening there", path)
+		}
+		if err := os.Remove(path); err != nil {
+			return nil, fmt.Errorf("listen unix:%s: remove stale socket: %w", path, err)
+		}
+	}
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("listen unix:%s: %w", path, err)
+	}
+	if err := os.Chmod(path, 0o660); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("listen unix:%s: %w", path, err)
 	}
 	return ln, nil
 }

@@ -97,6 +97,7 @@ func (a *app) startMilter(rt *runtime, ing milter.Ingester) error {
 	srv := &milter.Server{
 		Ingester:        ing,
 		MaxMessageBytes: int64(a.cfg.Milter.MaxMessageSize),
+		DiscardStored:   a.cfg.Milter.DiscardStored,
 		Log:             a.log.With("role", "milter"),
 		Metrics:         rt.reg,
 	}

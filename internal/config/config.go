@@ -51,12 +51,13 @@ type Cassandra struct {
 }
 
 type Milter struct {
-	Listen         string `toml:"listen"`
+	Listen         string `toml:"listen"` // host:port or unix:/path
 	MaxMessageSize Size   `toml:"max_message_size"`
+	DiscardStored  bool   `toml:"discard_stored"`
 }
 
 type Lookupd struct {
-	Socketmap string `toml:"socketmap"`
+	Socketmap string `toml:"socketmap"` // host:port or unix:/path
 	// TCPTable maps a listen address to the one map it serves (tcp_table has no map name).
 	TCPTable           map[string]string `toml:"tcp_table"`
 	RecipientDelimiter string            `toml:"recipient_delimiter"`
@@ -108,7 +109,7 @@ func Default() Config {
 				ConnectTimeout: Duration(5 * time.Second),
 			},
 		},
-		Milter:  Milter{Listen: "127.0.0.1:10027", MaxMessageSize: 50 << 20},
+		Milter:  Milter{Listen: "127.0.0.1:10027", MaxMessageSize: 50 << 20, DiscardStored: true},
 		Lookupd: Lookupd{Socketmap: "127.0.0.1:10026", RecipientDelimiter: "+"},
 		API: API{
 			Listen:     "127.0.0.1:8080",
@@ -220,12 +221,18 @@ func (c Config) Validate() error {
 		if addr == "" && (key == "lookupd.socketmap" || key == "dns.server") {
 			continue // socketmap may be off; no DNS server means the system's
 		}
-		if _, _, err := net.SplitHostPort(addr); err != nil {
+		if path, ok := strings.CutPrefix(addr, "unix:"); ok && (key == "milter.listen" || key == "lookupd.socketmap") {
+			if !filepath.IsAbs(path) {
+				bad(key, "%q: a Unix socket path must be absolute", addr)
+			}
+			continue
+		}
+		if !isHostPort(addr) {
 			bad(key, "%q is not host:port", addr)
 		}
 	}
 	for addr, name := range c.Lookupd.TCPTable {
-		if _, _, err := net.SplitHostPort(addr); err != nil {
+		if !isHostPort(addr) {
 			bad("lookupd.tcp_table", "%q is not host:port", addr)
 		}
 		switch name {
@@ -244,6 +251,16 @@ func (c Config) Validate() error {
 		bad("api.token_ttl", "must be positive")
 	}
 	return errors.Join(errs...)
+}
+
+// isHostPort: host:port with a numeric port ("unix:/x" splits, but is not one).
+func isHostPort(addr string) bool {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	n, err := strconv.Atoi(port)
+	return err == nil && n >= 0 && n <= 65535
 }
 
 // lineOf finds the first line that defines key, for error messages.

@@ -9,11 +9,29 @@ import (
 	"time"
 )
 
+// contrib/caliopen.toml shows every default, but for the milter's listen
+// address: it is set up beside Postfix, on the socket contrib/postfix/main.cf
+// names relative to Postfix's queue directory.
 func TestExampleIsTheDefault(t *testing.T) {
 	got, err := Load("../../contrib/caliopen.toml", nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
+	mainCF, err := os.ReadFile("../../contrib/postfix/main.cf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var milters []string
+	for _, line := range strings.Split(string(mainCF), "\n") {
+		if v, ok := strings.CutPrefix(line, "smtpd_milters = "); ok {
+			milters = append(milters, v)
+		}
+	}
+	if len(milters) != 1 || "unix:/var/spool/postfix/"+strings.TrimPrefix(milters[0], "unix:") != got.Milter.Listen {
+		t.Errorf("contrib/caliopen.toml milter.listen = %q, contrib/postfix/main.cf smtpd_milters = %q: they must name the same socket",
+			got.Milter.Listen, milters)
+	}
+	got.Milter.Listen = Default().Milter.Listen
 	want := Default()
 	want.Store.Path = filepath.Join(want.DataDir, "caliopen.db")
 	got.Lookupd.TCPTable = nil
@@ -66,6 +84,8 @@ func TestErrorsNameLineAndKey(t *testing.T) {
 		{file: "[store]\nengine = \"mysql\"\n", want: `store.engine: must be embedded or cassandra, not "mysql"`},
 		{file: "[milter]\nmax_message_size = \"lots\"\n", want: `"lots" is not a size`},
 		{file: "[milter]\nlisten = \"nowhere\"\n", want: `milter.listen: "nowhere" is not host:port`},
+		{file: "[milter]\nlisten = \"unix:caliopen/milter.sock\"\n", want: `milter.listen: "unix:caliopen/milter.sock": a Unix socket path must be absolute`},
+		{sets: []string{"api.listen=unix:/run/api.sock"}, want: `api.listen: "unix:/run/api.sock" is not host:port`},
 		{env: []string{"CALIOPEN_NOPE=1"}, want: "CALIOPEN_NOPE names no configuration key"},
 		{sets: []string{"api.token_ttl=soon"}, want: `"soon" is not a duration`},
 		{sets: []string{"store.cassandra.password=hunter2"}, want: "not on the command line"},

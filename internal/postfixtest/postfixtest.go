@@ -8,8 +8,8 @@
 // start, so tests can check what a TLS hop records.
 //
 // The operator fragments in contrib/postfix can be included (Options.Include),
-// with only their loopback ports substituted, so end-to-end tests prove the
-// configuration we ship. Typical use:
+// with only their addresses substituted (or none: see MilterSocket), so
+// end-to-end tests prove the configuration we ship. Typical use:
 //
 //	pf := postfixtest.Start(t, postfixtest.Options{
 //		Include: &postfixtest.Include{MilterAddr: milterAddr, LookupdAddr: lookupdAddr},
@@ -58,10 +58,12 @@ import (
 // PostfixBinary is where Debian installs the postfix control command.
 const PostfixBinary = "/usr/sbin/postfix"
 
-// The loopback addresses written in contrib/postfix. Include replaces these
-// strings, and nothing else, with the test's own addresses.
+// The addresses written in contrib/postfix. Include replaces these strings,
+// and nothing else, with the test's own addresses.
 const (
-	DefaultMilterAddr  = "127.0.0.1:10027"
+	// DefaultMilter is the milter as Postfix names it: a Unix socket
+	// relative to the queue directory (Instance.MilterSocket).
+	DefaultMilter      = "unix:caliopen/milter.sock"
 	DefaultLookupdAddr = "127.0.0.1:10026"
 )
 
@@ -93,7 +95,8 @@ const (
 type Include struct {
 	// Dir holds main.cf and master.cf; empty means the repository's contrib/postfix.
 	Dir string
-	// MilterAddr replaces DefaultMilterAddr; empty keeps it.
+	// MilterAddr, host:port or unix:/path, replaces DefaultMilter; empty
+	// keeps it, and the milter must then listen on Instance.MilterSocket.
 	MilterAddr string
 	// LookupdAddr replaces DefaultLookupdAddr; empty keeps it.
 	LookupdAddr string
@@ -203,7 +206,7 @@ func start(tb testing.TB, opts Options) (*Instance, error) {
 	}
 	dataDir := filepath.Join(root, "data")
 	tlsDir := filepath.Join(root, "tls")
-	for _, d := range []string{in.ConfigDir, in.QueueDir, dataDir, tlsDir, filepath.Dir(in.LogFile)} {
+	for _, d := range []string{in.ConfigDir, in.QueueDir, dataDir, tlsDir, filepath.Dir(in.LogFile), filepath.Dir(in.MilterSocket())} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return nil, err
 		}
@@ -216,6 +219,14 @@ func start(tb testing.TB, opts Options) (*Instance, error) {
 	gid, _ := strconv.Atoi(pf.Gid)
 	// data_directory must belong to mail_owner, else master refuses to start.
 	if err := os.Chown(dataDir, uid, gid); err != nil {
+		return nil, err
+	}
+	// The milter's socket directory, made as contrib/postfix/README.md says:
+	// set-group-ID postfix, so a socket made there is Postfix's to reach.
+	if err := os.Chown(filepath.Dir(in.MilterSocket()), 0, gid); err != nil {
+		return nil, err
+	}
+	if err := os.Chmod(filepath.Dir(in.MilterSocket()), 0o750|os.ModeSetgid); err != nil {
 		return nil, err
 	}
 
@@ -385,11 +396,21 @@ func readFragments(inc *Include) (mainCF, masterCF string, err error) {
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return "", "", fmt.Errorf("read fragment: %w", err)
 	}
+	milter := inc.MilterAddr
+	if milter != "" && !strings.HasPrefix(milter, "unix:") {
+		milter = "inet:" + milter
+	}
 	r := strings.NewReplacer(
-		DefaultMilterAddr, orDefault(inc.MilterAddr, DefaultMilterAddr),
+		DefaultMilter, orDefault(milter, DefaultMilter),
 		DefaultLookupdAddr, orDefault(inc.LookupdAddr, DefaultLookupdAddr),
 	)
 	return r.Replace(string(m)), r.Replace(string(ms)), nil
+}
+
+// MilterSocket is where contrib/postfix's milter line points in this
+// instance: caliopen/milter.sock in its queue directory.
+func (in *Instance) MilterSocket() string {
+	return filepath.Join(in.QueueDir, "caliopen", "milter.sock")
 }
 
 func orDefault(s, def string) string {

@@ -13,9 +13,9 @@ import (
 )
 
 // A blob is a meta entry under its hash (total size) followed by its chunks
-// under hash ‖ uint32 index, each at most store.BlobChunkSize: bbolt copies
-// whole values on every write, so big values are kept bounded like on
-// Cassandra.
+// under hash ‖ uint32 index. Chunks are segmentSize long (segments.go: a
+// long value rewrites its neighbours in bbolt); files written before that
+// have chunks of up to store.BlobChunkSize, and read the same way.
 
 func blobChunkKey(hash []byte, i int) []byte {
 	return binary.BigEndian.AppendUint32(append([]byte(nil), hash...), uint32(i))
@@ -41,8 +41,9 @@ func (s *Store) PutBlob(ctx context.Context, data []byte) (string, error) {
 		if b.Get(key) != nil {
 			return nil // content-addressed: already there is the same bytes
 		}
-		for i, off := 0, 0; off < len(data); i, off = i+1, off+store.BlobChunkSize {
-			if err := b.Put(blobChunkKey(key, i), data[off:min(off+store.BlobChunkSize, len(data))]); err != nil {
+		b.FillPercent = 0.95 // a blob's chunks are one run of keys
+		for i, off := 0, 0; off < len(data); i, off = i+1, off+segmentSize {
+			if err := b.Put(blobChunkKey(key, i), data[off:min(off+segmentSize, len(data))]); err != nil {
 				return err
 			}
 		}

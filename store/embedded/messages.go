@@ -71,7 +71,7 @@ func (s *Store) PutMessage(ctx context.Context, m store.Message) (store.Message,
 		if mb.messages.Get(idKey(m.ID)) != nil {
 			return exists("message %s", m.ID)
 		}
-		if err := mb.messages.Put(idKey(m.ID), val); err != nil {
+		if err := putSegmented(mb.messages, idKey(m.ID), val); err != nil {
 			return err
 		}
 		if err := indexMessage(mb, m, dedup); err != nil {
@@ -136,7 +136,7 @@ func unindexMessage(mb mailbox, m store.Message) error {
 			return err
 		}
 	}
-	return mb.messages.Delete(idKey(m.ID))
+	return deleteSegmented(mb.messages, idKey(m.ID))
 }
 
 // getMessage loads the user's message id.

@@ -63,14 +63,17 @@ func get(b *bolt.Bucket, key []byte, v any) (bool, error) {
 	return true, decode(val, v)
 }
 
+// Message records carry the text and HTML bodies, so they are segmented
+// (segments.go).
+
 func putMessageRecord(b *bolt.Bucket, m store.Message) error {
-	return b.Put(idKey(m.ID), encodeMessage(m))
+	return putSegmented(b, idKey(m.ID), encodeMessage(m))
 }
 
 func getMessageRecord(b *bolt.Bucket, key []byte) (store.Message, bool, error) {
-	v := b.Get(key)
-	if v == nil {
-		return store.Message{}, false, nil
+	v, err := getSegmented(b, key)
+	if v == nil || err != nil {
+		return store.Message{}, false, err
 	}
 	m, err := decodeMessage(v)
 	return m, err == nil, err
