@@ -76,6 +76,10 @@ func (s *Server) classify(err error, c echo.Context) *Error {
 	switch {
 	case errors.As(err, &ae):
 		return ae
+	case errors.Is(err, context.Canceled) && ctx.Err() != nil:
+		// The client went away (a store may also call that unavailable);
+		// the status is for the access log only.
+		return &Error{Status: 499, Code: "canceled", Message: "request canceled"}
 	case errors.Is(err, store.ErrUnavailable):
 		s.log.WarnContext(ctx, "store unavailable", "path", c.Path(), "err", err)
 		return &Error{Status: http.StatusServiceUnavailable, Code: "unavailable", Message: "storage is unavailable, try again", RetryAfter: 5}
@@ -86,7 +90,6 @@ func (s *Server) classify(err error, c echo.Context) *Error {
 	case errors.Is(err, store.ErrInvalid):
 		return &Error{Status: http.StatusBadRequest, Code: "invalid", Message: "invalid request"}
 	case errors.Is(err, context.Canceled):
-		// The client went away; the status is for the access log only.
 		return &Error{Status: 499, Code: "canceled", Message: "request canceled"}
 	case errors.Is(err, context.DeadlineExceeded):
 		return &Error{Status: http.StatusServiceUnavailable, Code: "timeout", Message: "the request timed out, try again", RetryAfter: 1}

@@ -26,6 +26,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/caliopen/caliopen/ingest"
+	"github.com/caliopen/caliopen/internal/cpustat"
 	"github.com/caliopen/caliopen/internal/postfixtest"
 	"github.com/caliopen/caliopen/resolve"
 	"github.com/caliopen/caliopen/store"
@@ -381,30 +382,13 @@ func milterChild(addr string) int {
 	return 0
 }
 
-// machineBusy is the CPU time the whole machine has spent on anything but
-// idling (and waiting for I/O), from /proc/stat.
-func machineBusy(b *testing.B) time.Duration {
-	data, err := os.ReadFile("/proc/stat")
+// machineBusy is cpustat.Busy for a benchmark.
+func machineBusy(tb testing.TB) time.Duration {
+	d, err := cpustat.Busy()
 	if err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
-	line, _, _ := strings.Cut(string(data), "\n")
-	fields := strings.Fields(line) // cpu user nice system idle iowait irq softirq steal ...
-	if len(fields) < 8 || fields[0] != "cpu" {
-		b.Fatalf("/proc/stat: unexpected first line %q", line)
-	}
-	var ticks int64
-	for i, f := range fields[1:] {
-		if i == 3 || i == 4 { // idle, iowait
-			continue
-		}
-		v, err := strconv.ParseInt(f, 10, 64)
-		if err != nil {
-			b.Fatalf("/proc/stat: %q: %v", line, err)
-		}
-		ticks += v
-	}
-	return time.Duration(ticks) * time.Second / 100 // USER_HZ
+	return d
 }
 
 // cpuTime is this process's user and system CPU time so far.

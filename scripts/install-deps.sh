@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs on a fresh Debian machine (as root):
 # Postfix and an SMTP client, GnuPG, Java for the npm-packaged Cassandra,
-# systemd-analyze for the unit files, and the Go modules. Idempotent.
+# systemd-analyze for the unit files, a C compiler, and the Go modules.
+# Idempotent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
+# The race detector needs cgo; the lookupd benchmark builds a small C client.
+command -v cc >/dev/null || need+=(gcc libc6-dev)
 command -v postfix >/dev/null || [ -x /usr/sbin/postfix ] || need+=(postfix)
 command -v swaks >/dev/null || need+=(swaks libnet-ssleay-perl)
 command -v gpg >/dev/null || need+=(gnupg)

@@ -288,7 +288,10 @@ func wrap(op string, err error) error {
 	case errors.Is(err, gocql.ErrNotFound):
 		return fmt.Errorf("%s: %w", op, store.ErrNotFound)
 	case errors.Is(err, context.Canceled):
-		return fmt.Errorf("%s: %w", op, err)
+		// The caller's cancellation, or the driver's own when a connection
+		// dies under a query (gocql reports both alike): either way the
+		// store did not answer, and the chain still says canceled.
+		return fmt.Errorf("%s: %w: %w", op, store.ErrUnavailable, err)
 	case isUnavailable(err):
 		return fmt.Errorf("%s: %w: %w", op, store.ErrUnavailable, err)
 	}

@@ -26,7 +26,7 @@ func (s *Store) AddDomain(ctx context.Context, d store.Domain) error {
 	if d.CreatedAt.IsZero() {
 		d.CreatedAt = now()
 	}
-	return s.update(ctx, "add domain", func(tx *bolt.Tx) error {
+	return s.updateDirectory(ctx, "add domain", func(tx *bolt.Tx) error {
 		b := tx.Bucket(bDomains)
 		if b.Get([]byte(name)) != nil {
 			return exists("domain %s", name)
@@ -36,6 +36,10 @@ func (s *Store) AddDomain(ctx context.Context, d store.Domain) error {
 }
 
 func (s *Store) GetDomain(ctx context.Context, name string) (store.Domain, error) {
+	return cachedRead(s, ctx, 'd', name, func() (store.Domain, error) { return s.getDomain(ctx, name) })
+}
+
+func (s *Store) getDomain(ctx context.Context, name string) (store.Domain, error) {
 	var d store.Domain
 	err := s.view(ctx, "get domain", func(tx *bolt.Tx) error {
 		n, err := store.NormalizeDomain(name)
@@ -71,7 +75,7 @@ func (s *Store) RemoveDomain(ctx context.Context, name string) error {
 	if err != nil {
 		return s.wrap("remove domain", notFound("domain %q", name))
 	}
-	return s.update(ctx, "remove domain", func(tx *bolt.Tx) error {
+	return s.updateDirectory(ctx, "remove domain", func(tx *bolt.Tx) error {
 		b := tx.Bucket(bDomains)
 		if b.Get([]byte(n)) == nil {
 			return notFound("domain %s", n)
@@ -184,7 +188,7 @@ func (s *Store) UpdateUser(ctx context.Context, u store.User) error {
 }
 
 func (s *Store) DeleteUser(ctx context.Context, id uuid.UUID) error {
-	return s.update(ctx, "delete user", func(tx *bolt.Tx) error {
+	return s.updateDirectory(ctx, "delete user", func(tx *bolt.Tx) error {
 		u, err := getUser(tx, id)
 		if err != nil {
 			return err
@@ -234,7 +238,7 @@ func (s *Store) AddAddress(ctx context.Context, a store.Address) error {
 	if err != nil {
 		return s.wrap("add address", err)
 	}
-	return s.update(ctx, "add address", func(tx *bolt.Tx) error {
+	return s.updateDirectory(ctx, "add address", func(tx *bolt.Tx) error {
 		if tx.Bucket(bDomains).Get([]byte(store.AddressDomain(addr))) == nil {
 			return invalid("address %s: domain %s is not hosted here", addr, store.AddressDomain(addr))
 		}
@@ -260,6 +264,10 @@ func (s *Store) AddAddress(ctx context.Context, a store.Address) error {
 }
 
 func (s *Store) GetAddress(ctx context.Context, address string) (store.Address, error) {
+	return cachedRead(s, ctx, 'a', address, func() (store.Address, error) { return s.getAddress(ctx, address) })
+}
+
+func (s *Store) getAddress(ctx context.Context, address string) (store.Address, error) {
 	var a store.Address
 	err := s.view(ctx, "get address", func(tx *bolt.Tx) error {
 		addr, err := store.NormalizeAddress(address, false)
@@ -297,7 +305,7 @@ func (s *Store) RemoveAddress(ctx context.Context, address string) error {
 	if err != nil {
 		return s.wrap("remove address", notFound("address %q", address))
 	}
-	return s.update(ctx, "remove address", func(tx *bolt.Tx) error {
+	return s.updateDirectory(ctx, "remove address", func(tx *bolt.Tx) error {
 		return deleteAddress(tx, addr)
 	})
 }
@@ -347,7 +355,7 @@ func (s *Store) PutAlias(ctx context.Context, a store.Alias) error {
 		return s.wrap("put alias", invalid("alias %s has no target", addr))
 	}
 	rec := store.Alias{Address: addr, Targets: targets}
-	return s.update(ctx, "put alias", func(tx *bolt.Tx) error {
+	return s.updateDirectory(ctx, "put alias", func(tx *bolt.Tx) error {
 		if tx.Bucket(bDomains).Get([]byte(store.AddressDomain(addr))) == nil {
 			return invalid("alias %s: domain %s is not hosted here", addr, store.AddressDomain(addr))
 		}
@@ -355,7 +363,14 @@ func (s *Store) PutAlias(ctx context.Context, a store.Alias) error {
 	})
 }
 
+// GetAlias returns a copy of the alias: its targets are the caller's.
 func (s *Store) GetAlias(ctx context.Context, address string) (store.Alias, error) {
+	a, err := cachedRead(s, ctx, 'l', address, func() (store.Alias, error) { return s.getAlias(ctx, address) })
+	a.Targets = slices.Clone(a.Targets)
+	return a, err
+}
+
+func (s *Store) getAlias(ctx context.Context, address string) (store.Alias, error) {
 	var a store.Alias
 	err := s.view(ctx, "get alias", func(tx *bolt.Tx) error {
 		addr, err := store.NormalizeAddress(address, true)
@@ -397,7 +412,7 @@ func (s *Store) RemoveAlias(ctx context.Context, address string) error {
 	if err != nil {
 		return s.wrap("remove alias", notFound("alias %q", address))
 	}
-	return s.update(ctx, "remove alias", func(tx *bolt.Tx) error {
+	return s.updateDirectory(ctx, "remove alias", func(tx *bolt.Tx) error {
 		b := tx.Bucket(bAliases)
 		if b.Get(domainKey(addr)) == nil {
 			return notFound("alias %s", addr)

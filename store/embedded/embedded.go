@@ -75,6 +75,7 @@ type Store struct {
 	db     *bolt.DB
 	log    *slog.Logger
 	commit *committer
+	dir    dirCache
 	closed atomic.Bool
 }
 
