@@ -70,8 +70,9 @@ type Server struct {
 	// Postfix then tells the sender 250 as usual but drops its own copy
 	// instead of queueing it for the discard: transport, which saves it
 	// a queue run per message. It also drops what Postfix would have added
-	// itself (always_bcc, sender_bcc_maps, recipient_bcc_maps, a
-	// content_filter), so leave it false where those are used. A message
+	// itself (always_bcc, sender_bcc_maps, recipient_bcc_maps) or rewritten
+	// (recipient_canonical_maps), and skips any content_filter, so leave
+	// it false where those are used. A message
 	// with any recipient that is not hosted always gets CONTINUE.
 	DiscardStored bool
 	// ShutdownTimeout bounds the drain when Serve's context ends. Zero

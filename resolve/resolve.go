@@ -227,8 +227,7 @@ var errIsMailbox = fmt.Errorf("a hosted mailbox, delivered as itself: %w", store
 // It returns an error wrapping store.ErrNotFound when no hosted user is
 // reached, and any store failure wrapped as is.
 func (r *Resolver) Users(ctx context.Context, addr string) ([]store.Address, error) {
-	users, _, err := r.reach(ctx, addr, true)
-	return users, err
+	return r.users(ctx, addr, true)
 }
 
 // Reach is Users that also reports whether the expansion left addresses
