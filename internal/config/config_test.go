@@ -9,9 +9,11 @@ import (
 	"time"
 )
 
-// contrib/caliopen.toml shows every default, but for the milter's listen
-// address: it is set up beside Postfix, on the socket contrib/postfix/main.cf
-// names relative to Postfix's queue directory.
+// contrib/caliopen.toml shows every default, but for the two addresses
+// Postfix connects to: beside Postfix, the milter and lookupd listen on the
+// Unix sockets contrib/postfix/main.cf names relative to Postfix's queue
+// directory. Those two must name the same sockets as main.cf; every other key
+// must equal its default.
 func TestExampleIsTheDefault(t *testing.T) {
 	got, err := Load("../../contrib/caliopen.toml", nil, nil)
 	if err != nil {
@@ -21,17 +23,46 @@ func TestExampleIsTheDefault(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Postfix resolves a relative Unix socket path from its queue directory.
+	const queueDir = "/var/spool/postfix/"
 	var milters []string
+	maps := map[string]bool{}
 	for _, line := range strings.Split(string(mainCF), "\n") {
-		if v, ok := strings.CutPrefix(line, "smtpd_milters = "); ok {
-			milters = append(milters, v)
+		name, value, ok := strings.Cut(line, " = ")
+		if !ok || strings.HasPrefix(name, "#") {
+			continue
+		}
+		if name == "smtpd_milters" || name == "non_smtpd_milters" {
+			milters = append(milters, value)
+		}
+		for _, ref := range strings.Fields(strings.ReplaceAll(value, ",", " ")) {
+			rest, ok := strings.CutPrefix(ref, "socketmap:")
+			if !ok {
+				continue
+			}
+			i := strings.LastIndex(rest, ":")
+			addr, mapName := rest[:i], rest[i+1:]
+			maps[mapName] = true
+			if path, ok := strings.CutPrefix(addr, "unix:"); !ok || "unix:"+queueDir+path != got.Lookupd.Socketmap {
+				t.Errorf("contrib/postfix/main.cf %s = %s, contrib/caliopen.toml lookupd.socketmap = %q: they must name the same Unix socket",
+					name, ref, got.Lookupd.Socketmap)
+			}
 		}
 	}
-	if len(milters) != 1 || "unix:/var/spool/postfix/"+strings.TrimPrefix(milters[0], "unix:") != got.Milter.Listen {
-		t.Errorf("contrib/caliopen.toml milter.listen = %q, contrib/postfix/main.cf smtpd_milters = %q: they must name the same socket",
-			got.Milter.Listen, milters)
+	if len(milters) != 2 {
+		t.Errorf("contrib/postfix/main.cf: want smtpd_milters and non_smtpd_milters, found %q", milters)
+	}
+	for _, m := range milters {
+		if path, ok := strings.CutPrefix(m, "unix:"); !ok || "unix:"+queueDir+path != got.Milter.Listen {
+			t.Errorf("contrib/caliopen.toml milter.listen = %q, contrib/postfix/main.cf milter = %q: they must name the same Unix socket",
+				got.Milter.Listen, m)
+		}
+	}
+	if len(maps) != 4 || !maps["domains"] || !maps["mailboxes"] || !maps["aliases"] || !maps["senders"] {
+		t.Errorf("contrib/postfix/main.cf asks lookupd for maps %v, want domains, mailboxes, aliases and senders", maps)
 	}
 	got.Milter.Listen = Default().Milter.Listen
+	got.Lookupd.Socketmap = Default().Lookupd.Socketmap
 	want := Default()
 	want.Store.Path = filepath.Join(want.DataDir, "caliopen.db")
 	got.Lookupd.TCPTable = nil

@@ -63,8 +63,11 @@ const PostfixBinary = "/usr/sbin/postfix"
 const (
 	// DefaultMilter is the milter as Postfix names it: a Unix socket
 	// relative to the queue directory (Instance.MilterSocket).
-	DefaultMilter      = "unix:caliopen/milter.sock"
-	DefaultLookupdAddr = "127.0.0.1:10026"
+	DefaultMilter = "unix:caliopen/milter.sock"
+	// DefaultLookupd is lookupd's socketmap as Postfix names it, after
+	// "socketmap:" and before ":MAP": a Unix socket relative to the queue
+	// directory (Instance.LookupdSocket).
+	DefaultLookupd = "unix:caliopen/lookupd.sock"
 )
 
 // Options shape an instance. Later sources win: the harness's base
@@ -80,6 +83,10 @@ type Options struct {
 	Include *Include
 	// TLS turns off STARTTLS when set to TLSOff; on by default.
 	TLS TLSMode
+	// Chroot runs smtpd, cleanup and trivial-rewrite (the daemons that ask
+	// the milter and the lookup tables) chrooted to the queue directory, as
+	// Debian's master.cf does.
+	Chroot bool
 }
 
 // TLSMode says whether smtpd offers STARTTLS.
@@ -98,7 +105,8 @@ type Include struct {
 	// MilterAddr, host:port or unix:/path, replaces DefaultMilter; empty
 	// keeps it, and the milter must then listen on Instance.MilterSocket.
 	MilterAddr string
-	// LookupdAddr replaces DefaultLookupdAddr; empty keeps it.
+	// LookupdAddr, host:port or unix:/path, replaces DefaultLookupd; empty
+	// keeps it, and lookupd must then listen on Instance.LookupdSocket.
 	LookupdAddr string
 }
 
@@ -246,7 +254,7 @@ func start(tb testing.TB, opts Options) (*Instance, error) {
 			"smtpd_tls_received_header = yes",
 		})
 	}
-	master := baseMaster(in.SMTPAddr)
+	master := baseMaster(in.SMTPAddr, opts.Chroot)
 	if opts.Include != nil {
 		mainFrag, masterFrag, err := readFragments(opts.Include)
 		if err != nil {
@@ -334,17 +342,22 @@ func baseMain(in *Instance, dataDir, root string) []string {
 	}
 }
 
-// baseMaster lists every service the tests reach, all with chroot n: a
-// chroot would need copies of /etc files inside each temporary queue dir.
-func baseMaster(smtpAddr string) []string {
+// baseMaster lists every service the tests reach, with chroot n but for
+// the daemons that Options.Chroot names: a chroot for the others would need
+// copies of /etc files inside each temporary queue dir.
+func baseMaster(smtpAddr string, chroot bool) []string {
+	c := "n"
+	if chroot {
+		c = "y"
+	}
 	return []string{
 		"# service type  private unpriv  chroot  wakeup  maxproc command",
-		smtpAddr + " inet n - n - - smtpd",
+		smtpAddr + " inet n - " + c + " - - smtpd",
 		"pickup    unix  n       -       n       60      1       pickup",
-		"cleanup   unix  n       -       n       -       0       cleanup",
+		"cleanup   unix  n       -       " + c + "       -       0       cleanup",
 		"qmgr      unix  n       -       n       300     1       qmgr",
 		"tlsmgr    unix  -       -       n       1000?   1       tlsmgr",
-		"rewrite   unix  -       -       n       -       -       trivial-rewrite",
+		"rewrite   unix  -       -       " + c + "       -       -       trivial-rewrite",
 		"bounce    unix  -       -       n       -       0       bounce",
 		"defer     unix  -       -       n       -       0       bounce",
 		"trace     unix  -       -       n       -       0       bounce",
@@ -396,21 +409,33 @@ func readFragments(inc *Include) (mainCF, masterCF string, err error) {
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return "", "", fmt.Errorf("read fragment: %w", err)
 	}
-	milter := inc.MilterAddr
-	if milter != "" && !strings.HasPrefix(milter, "unix:") {
-		milter = "inet:" + milter
-	}
 	r := strings.NewReplacer(
-		DefaultMilter, orDefault(milter, DefaultMilter),
-		DefaultLookupdAddr, orDefault(inc.LookupdAddr, DefaultLookupdAddr),
+		DefaultMilter, orDefault(postfixAddr(inc.MilterAddr), DefaultMilter),
+		// With its prefix, so that only socketmap references change.
+		"socketmap:"+DefaultLookupd+":", "socketmap:"+orDefault(postfixAddr(inc.LookupdAddr), DefaultLookupd)+":",
 	)
 	return r.Replace(string(m)), r.Replace(string(ms)), nil
+}
+
+// postfixAddr writes a Caliopen listen address (host:port or unix:/path) as
+// Postfix names a client endpoint (inet:host:port or unix:/path).
+func postfixAddr(addr string) string {
+	if addr != "" && !strings.HasPrefix(addr, "unix:") {
+		return "inet:" + addr
+	}
+	return addr
 }
 
 // MilterSocket is where contrib/postfix's milter line points in this
 // instance: caliopen/milter.sock in its queue directory.
 func (in *Instance) MilterSocket() string {
 	return filepath.Join(in.QueueDir, "caliopen", "milter.sock")
+}
+
+// LookupdSocket is where contrib/postfix's socketmap lines point in this
+// instance: caliopen/lookupd.sock in its queue directory.
+func (in *Instance) LookupdSocket() string {
+	return filepath.Join(in.QueueDir, "caliopen", "lookupd.sock")
 }
 
 func orDefault(s, def string) string {
@@ -539,6 +564,11 @@ func (in *Instance) PostconfN(ctx context.Context) (map[string]string, error) {
 		}
 	}
 	return m, sc.Err()
+}
+
+// Reload makes Postfix read its configuration again (postfix reload).
+func (in *Instance) Reload(ctx context.Context) error {
+	return in.postfix(ctx, "reload")
 }
 
 // Flush asks Postfix to retry deferred mail now (postqueue -f).

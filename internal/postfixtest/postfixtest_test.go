@@ -151,7 +151,7 @@ func TestIncludeContrib(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if strings.Contains(string(mainCF), DefaultMilter) || strings.Contains(string(mainCF), DefaultLookupdAddr) {
+	if strings.Contains(string(mainCF), DefaultMilter) || strings.Contains(string(mainCF), DefaultLookupd) {
 		t.Errorf("a default address survived substitution:\n%s", mainCF)
 	}
 	masterCF, err := os.ReadFile(filepath.Join(pf.ConfigDir, "master.cf"))
