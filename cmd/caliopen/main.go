@@ -2,6 +2,9 @@
 // the Postfix lookup daemon, the JSON API, and the administration commands.
 //
 // Usage: caliopen [-c FILE] [--set key=value]… COMMAND [ARGS]
+//
+// The roles (serve, milter, lookupd, api) also take -c and --set after their
+// name: caliopen serve -c FILE.
 package main
 
 import (
@@ -26,7 +29,8 @@ const usage = `caliopen — a privacy-first messaging back end for Postfix
 
 Usage: caliopen [-c FILE] [--set key=value]... COMMAND [ARGS]
 
-Roles (run until stopped by SIGINT/SIGTERM):
+Roles (run until stopped by SIGINT/SIGTERM; -c and --set may also follow
+the role's name, as in "caliopen serve -c FILE"):
   serve                    milter + lookupd + api in one process (embedded store)
   milter                   the Postfix milter alone
   lookupd                  the Postfix socketmap/tcp_table server alone
@@ -49,6 +53,29 @@ Global options:
   --set key=value          override one key (repeatable); CALIOPEN_* variables also work
 
 Run "caliopen COMMAND -h" for a command's own options.
+`
+
+// roles are the long-running commands, with their one-line descriptions.
+var roles = map[string]string{
+	"serve":   "milter + lookupd + api in one process (embedded store)",
+	"milter":  "the Postfix milter alone",
+	"lookupd": "the Postfix socketmap/tcp_table server alone",
+	"api":     "the JSON API alone",
+}
+
+const roleUsage = `Usage: caliopen [GLOBAL OPTIONS] %[1]s [-c FILE] [--set key=value]...
+
+%[1]s: %[2]s; runs until stopped by SIGINT or SIGTERM.
+It takes no arguments: its settings come from the configuration.
+
+Options (also accepted before %[1]s; given after it, they win):
+  -c, --config FILE        TOML configuration (default: none, or $CALIOPEN_CONFIG;
+                           beside Postfix: contrib/caliopen.toml)
+  --set key=value          override one key (repeatable); CALIOPEN_* variables also work
+  -h, --help               this help
+
+Keys, defaults and meanings: docs/configuration.md; "caliopen config" prints
+the effective values.
 `
 
 // app is what every command gets: the configuration and a logger.
@@ -98,18 +125,13 @@ func run(ctx context.Context, args, environ []string, stdin io.Reader, stdout, s
 	fs.Usage = func() { fmt.Fprint(stderr, usage) }
 	var cfgPath string
 	var sets multiFlag
-	fs.StringVar(&cfgPath, "c", "", "configuration file")
-	fs.StringVar(&cfgPath, "config", "", "configuration file")
-	fs.Var(&sets, "set", "key=value")
+	configFlags(fs, &cfgPath, &sets)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if fs.NArg() == 0 {
 		fs.Usage()
 		return flag.ErrHelp
-	}
-	if cfgPath == "" {
-		cfgPath = lookupEnv(environ, "CALIOPEN_CONFIG")
 	}
 	cmd, rest := fs.Arg(0), fs.Args()[1:]
 	switch cmd {
@@ -119,6 +141,16 @@ func run(ctx context.Context, args, environ []string, stdin io.Reader, stdout, s
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil
+	}
+	if desc, ok := roles[cmd]; ok {
+		help, err := parseRoleFlags(cmd, desc, rest, &cfgPath, &sets, stdout)
+		if err != nil || help {
+			return err
+		}
+		rest = nil
+	}
+	if cfgPath == "" {
+		cfgPath = lookupEnv(environ, "CALIOPEN_CONFIG")
 	}
 	var env []string
 	for _, kv := range environ {
@@ -155,6 +187,34 @@ func run(ctx context.Context, args, environ []string, stdin io.Reader, stdout, s
 		return fmt.Errorf("unknown command %q (run caliopen help)", cmd)
 	}
 	return f(ctx, rest)
+}
+
+// configFlags defines the options that say where the configuration comes from.
+func configFlags(fs *flag.FlagSet, cfgPath *string, sets *multiFlag) {
+	fs.StringVar(cfgPath, "c", *cfgPath, "configuration file")
+	fs.StringVar(cfgPath, "config", *cfgPath, "configuration file")
+	fs.Var(sets, "set", "key=value")
+}
+
+// parseRoleFlags reads the options given after a role's name into cfgPath
+// and sets, so that "caliopen serve -c FILE" works as "caliopen -c FILE
+// serve" does. help reports that -h or --help printed the role's usage.
+func parseRoleFlags(cmd, desc string, args []string, cfgPath *string, sets *multiFlag, stdout io.Writer) (help bool, err error) {
+	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
+	// Errors are returned as one line; usage is printed only when asked for.
+	fs.SetOutput(io.Discard)
+	configFlags(fs, cfgPath, sets)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintf(stdout, roleUsage, cmd, desc)
+			return true, nil
+		}
+		return false, fmt.Errorf("%s: %v (see caliopen %s --help)", cmd, err, cmd)
+	}
+	if fs.NArg() > 0 {
+		return false, fmt.Errorf("%s takes no arguments, got %q (configuration comes from -c, CALIOPEN_* and --set; see caliopen %s --help)", cmd, fs.Arg(0), cmd)
+	}
+	return false, nil
 }
 
 func lookupEnv(environ []string, key string) string {

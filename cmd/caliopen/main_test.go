@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -150,4 +151,29 @@ func TestUserServerKey(t *testing.T) {
 	c.failsIn(armoredPrivate(t, "secret"), "passphrase-protected", "user", "key", "alice")
 	c.failsIn("garbage", "not an armored OpenPGP key", "user", "key", "alice")
 	c.failsIn(armoredPrivate(t, ""), "not found", "user", "key", "nobody")
+}
+
+// The roles take -c and --set after their name too, and -h/--help prints
+// their usage on stdout with a zero exit.
+func TestRoleOptions(t *testing.T) {
+	c := newCLI(t)
+	for _, role := range []string{"serve", "milter", "lookupd", "api"} {
+		for _, h := range []string{"--help", "-h"} {
+			out := c.ok("", role, h)
+			if !strings.Contains(out, "Usage: caliopen [GLOBAL OPTIONS] "+role+" [-c FILE]") || !strings.Contains(out, "--set key=value") {
+				t.Errorf("caliopen %s %s printed %q", role, h, out)
+			}
+		}
+		c.fails(role+" takes no arguments, got \"extra\"", role, "extra")
+		c.fails("flag provided but not defined: -bogus", role, "--bogus")
+		c.fails("no such file", role, "-c", filepath.Join(t.TempDir(), "missing.toml"))
+		c.fails("store.engine: must be embedded or cassandra", role, "--set", "store.engine=oracle")
+	}
+	bad := filepath.Join(t.TempDir(), "bad.toml")
+	if err := os.WriteFile(bad, []byte("log_level = \"loud\"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// Given on both sides, the one after the role wins.
+	c.fails("log_level: must be debug", "-c", filepath.Join(t.TempDir(), "missing.toml"), "serve", "--config", bad)
+	c.fails("log_level: must be debug", "serve", "--config="+bad)
 }

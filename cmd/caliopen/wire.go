@@ -22,13 +22,6 @@ import (
 	"github.com/caliopen/caliopen/verify/dnsresolver"
 )
 
-func noArgs(cmd string, args []string) error {
-	if len(args) > 0 {
-		return fmt.Errorf("%s takes no arguments (configuration comes from -c, CALIOPEN_* and --set)", cmd)
-	}
-	return nil
-}
-
 func (a *app) resolver(st store.Store) *resolve.Resolver {
 	r := resolve.New(st)
 	r.Delimiter = a.cfg.Lookupd.RecipientDelimiter
@@ -153,10 +146,8 @@ func (a *app) startAPI(rt *runtime, ing *ingest.Ingester, hub *api.Hub) error {
 	return nil
 }
 
-func (a *app) serve(ctx context.Context, args []string) error {
-	if err := noArgs("serve", args); err != nil {
-		return err
-	}
+// serve runs its role; run has read its options (parseRoleFlags).
+func (a *app) serve(ctx context.Context, _ []string) error {
 	rt, done, err := a.startRuntime(ctx, "milter,lookupd,api")
 	if err != nil {
 		return err
@@ -177,10 +168,8 @@ func (a *app) serve(ctx context.Context, args []string) error {
 	return a.wait(rt)
 }
 
-func (a *app) milterRole(ctx context.Context, args []string) error {
-	if err := noArgs("milter", args); err != nil {
-		return err
-	}
+// milterRole runs its role; run has read its options (parseRoleFlags).
+func (a *app) milterRole(ctx context.Context, _ []string) error {
 	rt, done, err := a.startRuntime(ctx, "milter")
 	if err != nil {
 		return err
@@ -192,10 +181,8 @@ func (a *app) milterRole(ctx context.Context, args []string) error {
 	return a.wait(rt)
 }
 
-func (a *app) lookupdRole(ctx context.Context, args []string) error {
-	if err := noArgs("lookupd", args); err != nil {
-		return err
-	}
+// lookupdRole runs its role; run has read its options (parseRoleFlags).
+func (a *app) lookupdRole(ctx context.Context, _ []string) error {
 	rt, done, err := a.startRuntime(ctx, "lookupd")
 	if err != nil {
 		return err
@@ -207,10 +194,8 @@ func (a *app) lookupdRole(ctx context.Context, args []string) error {
 	return a.wait(rt)
 }
 
-func (a *app) apiRole(ctx context.Context, args []string) error {
-	if err := noArgs("api", args); err != nil {
-		return err
-	}
+// apiRole runs its role; run has read its options (parseRoleFlags).
+func (a *app) apiRole(ctx context.Context, _ []string) error {
 	rt, done, err := a.startRuntime(ctx, "api")
 	if err != nil {
 		return err
