@@ -187,22 +187,29 @@ type proc struct {
 // start runs `caliopen ARGS` in the background until stop or the test's end.
 func (n *node) start(args ...string) *proc {
 	n.t.Helper()
-	p := &proc{t: n.t, name: strings.Join(args, " "), out: &syncBuffer{}, done: make(chan struct{})}
-	p.cmd = exec.Command(binPath, args...)
-	p.cmd.Env = append(baseEnv(), n.env...)
+	cmd := exec.Command(binPath, args...)
+	cmd.Env = append(baseEnv(), n.env...)
+	return startProc(n.t, strings.Join(args, " "), cmd)
+}
+
+// startProc runs cmd (a caliopen role) in the background until stop or the
+// test's end, and logs its output if the test fails.
+func startProc(t *testing.T, name string, cmd *exec.Cmd) *proc {
+	t.Helper()
+	p := &proc{t: t, name: name, cmd: cmd, out: &syncBuffer{}, done: make(chan struct{})}
 	p.cmd.Stdout = p.out
 	p.cmd.Stderr = p.out
 	if err := p.cmd.Start(); err != nil {
-		n.t.Fatalf("start caliopen %s: %v", p.name, err)
+		t.Fatalf("start caliopen %s: %v", p.name, err)
 	}
 	go func() {
 		p.err = p.cmd.Wait()
 		close(p.done)
 	}()
-	n.t.Cleanup(func() {
+	t.Cleanup(func() {
 		p.stop()
-		if n.t.Failed() {
-			n.t.Logf("caliopen %s (pid %d) output:\n%s", p.name, p.cmd.Process.Pid, p.out.String())
+		if t.Failed() {
+			t.Logf("caliopen %s (pid %d) output:\n%s", p.name, p.cmd.Process.Pid, p.out.String())
 		}
 	})
 	return p
