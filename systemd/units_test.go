@@ -36,7 +36,7 @@ func TestUnitsVerify(t *testing.T) {
 			t.Fatal(err)
 		}
 		text := string(raw)
-		for _, must := range []string{"User=caliopen", "ProtectSystem=strict", "PrivateTmp=yes", "NoNewPrivileges=yes", "StateDirectory=caliopen", "CapabilityBoundingSet=\n"} {
+		for _, must := range []string{"User=caliopen", "ProtectSystem=strict", "PrivateTmp=yes", "NoNewPrivileges=yes", "StateDirectory=caliopen", "CapabilityBoundingSet=\n", "\nMemoryMax=", "\nTasksMax="} {
 			if !strings.Contains(text, must) {
 				t.Errorf("%s: missing %q", u, strings.TrimSpace(must))
 			}
