@@ -184,7 +184,18 @@ func TestQuickStart(t *testing.T) {
 	sent := bytes.Replace(kept, []byte("\r\n\r\n"), []byte("\r\nReturn-Path: <forged@plain.test>\r\nContent-Length: 9\r\nBcc: hidden@plain.test\r\n\r\n"), 1)
 	mustDeliver(t, pf, true, "sam@plain.test", []string{rcpt}, sent)
 
-	api := login(t, apiAddr, user, password)
+	// Logged in with the shipped token lifetime (docs/api.md: api.token_ttl, 720 h).
+	api := &apiClient{t: t, base: "http://" + apiAddr, user: user}
+	var tok struct {
+		Token     string    `json:"token"`
+		ExpiresAt time.Time `json:"expires_at"`
+	}
+	before := time.Now()
+	api.must("POST", "/login", map[string]string{"username": user, "password": password}, &tok)
+	api.token = tok.Token
+	if ttl := tok.ExpiresAt.Sub(before); tok.Token == "" || ttl < 719*time.Hour || ttl > 721*time.Hour {
+		t.Errorf("login: token %q expires in %s, want 720h (api.token_ttl)", tok.Token, ttl)
+	}
 	m := api.waitMessage("Quick start", 20*time.Second)
 	var raw []byte
 	api.must("GET", "/messages/"+m.ID+"/raw", nil, &raw)
