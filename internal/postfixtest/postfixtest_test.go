@@ -202,3 +202,25 @@ func TestNoOrphanWhenTestBinaryDies(t *testing.T) {
 		}
 	}
 }
+
+// Include replaces lookupd's socket in the socketmap references only, with
+// a TCP or Unix address written as Postfix names it; empty keeps the
+// fragment's queue-relative socket (Instance.LookupdSocket).
+func TestIncludeLookupdAddr(t *testing.T) {
+	for addr, want := range map[string]string{
+		"":                 "socketmap:unix:caliopen/lookupd.sock:domains",
+		"127.0.0.1:10999":  "socketmap:inet:127.0.0.1:10999:domains",
+		"unix:/run/x.sock": "socketmap:unix:/run/x.sock:domains",
+	} {
+		mainCF, _, err := readFragments(&Include{LookupdAddr: addr})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(mainCF, "\nvirtual_mailbox_domains = "+want+"\n") {
+			t.Errorf("LookupdAddr %q: main.cf lacks %q:\n%s", addr, want, mainCF)
+		}
+		if n := strings.Count(mainCF, "socketmap:"); n != 4 {
+			t.Errorf("LookupdAddr %q: %d socketmap references, want 4", addr, n)
+		}
+	}
+}
