@@ -39,10 +39,20 @@ import (
 	"github.com/caliopen/caliopen/store"
 )
 
+// Store is the part of the store ingest writes to: the mailbox, contacts and
+// blobs, and the directory reads that tell a user's own addresses.
+type Store interface {
+	store.Mailbox
+	store.Contacts
+	store.Blobs
+	GetDomain(ctx context.Context, name string) (store.Domain, error)
+	ListAddresses(ctx context.Context, userID uuid.UUID) ([]store.Address, error)
+}
+
 // Ingester stores messages. Its fields are read only once it is in use; one
 // Ingester serves concurrent calls.
 type Ingester struct {
-	Store store.Store
+	Store Store
 	// Resolver expands envelope recipients to hosted users and tells which
 	// participant addresses are the user's own. Required by Ingest.
 	Resolver *resolve.Resolver

@@ -42,10 +42,18 @@ const DefaultMaxDepth = 100
 // not turn one RCPT into an unbounded amount of store traffic.
 const MaxExpansion = 1000
 
+// Directory is the part of the store a Resolver reads.
+type Directory interface {
+	GetDomain(ctx context.Context, name string) (store.Domain, error)
+	GetAddress(ctx context.Context, address string) (store.Address, error)
+	GetAlias(ctx context.Context, address string) (store.Alias, error)
+	GetUser(ctx context.Context, id uuid.UUID) (store.User, error)
+}
+
 // Resolver resolves recipient addresses against a store. Its fields are read
 // only; it is safe for concurrent use once configured.
 type Resolver struct {
-	Store store.Store
+	Store Directory
 	// Delimiter is the set of characters that start an address extension,
 	// as Postfix's recipient_delimiter: the local part is cut at the first of
 	// them. Empty disables extension handling. New sets DefaultDelimiter; a
@@ -56,7 +64,7 @@ type Resolver struct {
 }
 
 // New returns a Resolver over st with the default delimiter and depth.
-func New(st store.Store) *Resolver {
+func New(st Directory) *Resolver {
 	return &Resolver{Store: st, Delimiter: DefaultDelimiter, MaxDepth: DefaultMaxDepth}
 }
 

@@ -29,7 +29,7 @@ func noArgs(cmd string, args []string) error {
 	return nil
 }
 
-func (a *app) resolver(st store.Store) *resolve.Resolver {
+func (a *app) resolver(st resolve.Directory) *resolve.Resolver {
 	r := resolve.New(st)
 	r.Delimiter = a.cfg.Lookupd.RecipientDelimiter
 	return r
