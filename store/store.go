@@ -5,6 +5,14 @@
 //
 // Every per-user method takes the user's ID and must never return or change
 // another user's data: an ID that belongs to someone else is ErrNotFound.
+//
+// Store is made of role interfaces (Directory, Contacts, Mailbox, Blobs,
+// Tokens); the conversation summary's arithmetic is in this package
+// (summary.go) and the engines only persist it. Both engines share one file
+// map: directory.go, contacts.go, conversations.go, messages.go, blobs.go and
+// tokens.go implement the same things in each; the other files are
+// engine-specific (embedded.go, layout.go, codec.go, segments.go...;
+// cassandra.go, migrate.go).
 package store
 
 import (
