@@ -111,8 +111,8 @@ type Server struct {
 // New returns a Server answering from r and registers its metrics with
 // cfg.Registerer.
 func New(r *resolve.Resolver, cfg Config) (*Server, error) {
-	if r == nil || r.Store == nil {
-		return nil, errors.New("lookupd: a resolver with a store is required")
+	if r == nil {
+		return nil, errors.New("lookupd: a resolver is required")
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
