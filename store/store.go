@@ -48,6 +48,9 @@ type User struct {
 	DisplayName  string    `json:"display_name,omitempty"`
 	PasswordHash string    `json:"-"` // PHC string, see internal/password
 	CreatedAt    time.Time `json:"created_at"`
+	// Quota is the most bytes the user's messages may take (see
+	// Mailbox.Usage): 0 means the operator's default, below 0 unlimited.
+	Quota int64 `json:"quota,omitempty"`
 	// Account set-up facts that feed the account Privacy Index.
 	Setup AccountSetup `json:"setup"`
 }
@@ -301,6 +304,11 @@ type Mailbox interface {
 	// SetSecurity replaces the security facts and PI (recompute, client reports).
 	SetSecurity(ctx context.Context, userID, id uuid.UUID, security []byte, pi PI) error
 	DeleteMessage(ctx context.Context, userID, id uuid.UUID) error
+
+	// Usage is the bytes of the user's messages (the sum of their RawSize),
+	// what their quota limits: a redelivery that dedup answers adds nothing,
+	// a delete gives its bytes back. An unknown user uses 0.
+	Usage(ctx context.Context, userID uuid.UUID) (int64, error)
 }
 
 // Blobs hold raw message bytes: content-addressed (hex SHA-256), shared

@@ -41,6 +41,7 @@ Set-up and administration:
   alias add|list|remove    aliases and catch-alls (@domain), with several targets
   deliver RECIPIENT...     store one message read on stdin (Postfix pipe transport)
   recompute [LOGIN...]     re-score stored messages with the current Privacy Index model
+  compact                  rewrite the embedded store file without deleted data (server stopped)
   config                   print the effective configuration keys and values
   version
 
@@ -148,6 +149,7 @@ func run(ctx context.Context, args, environ []string, stdin io.Reader, stdout, s
 		"alias":     a.aliasCmd,
 		"deliver":   a.deliver,
 		"recompute": a.recompute,
+		"compact":   a.compact,
 		"config":    a.printConfig,
 	}
 	f, ok := commands[cmd]

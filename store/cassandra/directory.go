@@ -111,7 +111,7 @@ func (st *Store) CreateUser(ctx context.Context, u store.User) error {
 	if u.CreatedAt.IsZero() {
 		u.CreatedAt = time.Now()
 	}
-	setup, err := json.Marshal(setupRecord(u.Setup))
+	setup, err := json.Marshal(userSetup{setupRecord(u.Setup), u.Quota})
 	if err != nil {
 		return fmt.Errorf("create user: encode setup: %w", err)
 	}
@@ -156,6 +156,13 @@ type setupRecord struct {
 	PublicKey        string `json:"public_key,omitempty"`
 }
 
+// userSetup is the users.setup column: the account set-up, plus the fields
+// of store.User that have no column of their own (JSON needs no migration).
+type userSetup struct {
+	setupRecord
+	Quota int64 `json:"quota,omitempty"`
+}
+
 const userCols = `id, name, display_name, password_hash, created_at, setup`
 
 func scanUser(sc interface{ Scan(...any) error }) (store.User, error) {
@@ -170,11 +177,11 @@ func scanUser(sc interface{ Scan(...any) error }) (store.User, error) {
 	}
 	u.ID, u.CreatedAt = ug(id), fromNanos(created)
 	if len(setup) > 0 {
-		var rec setupRecord
+		var rec userSetup
 		if err := json.Unmarshal(setup, &rec); err != nil {
 			return u, fmt.Errorf("decode setup of user %s: %w", u.ID, err)
 		}
-		u.Setup = store.AccountSetup(rec)
+		u.Setup, u.Quota = store.AccountSetup(rec.setupRecord), rec.Quota
 	}
 	return u, nil
 }
@@ -224,7 +231,7 @@ func (st *Store) UpdateUser(ctx context.Context, u store.User) error {
 	if u.Name != "" && u.Name != cur.Name {
 		return fmt.Errorf("update user %s: %w: the name cannot change", u.ID, store.ErrInvalid)
 	}
-	setup, err := json.Marshal(setupRecord(u.Setup))
+	setup, err := json.Marshal(userSetup{setupRecord(u.Setup), u.Quota})
 	if err != nil {
 		return fmt.Errorf("update user: encode setup: %w", err)
 	}

@@ -149,11 +149,12 @@ func (st *Store) PutMessage(ctx context.Context, m store.Message) (store.Message
 	// Only the winner counts the message, exactly once: counter updates are
 	// not idempotent, so the driver never retries them, and a caller's retry
 	// takes the duplicate path, which re-indexes but does not count.
-	var countErr error
+	var countErr, refErr error
 	wg.Go(func() { countErr = st.addCounts(ctx, m.UserID, m.ConversationID, store.PutDelta(m)) })
+	wg.Go(func() { refErr = st.messageStored(ctx, m) })
 	idxErr := st.indexMessage(ctx, m, conv)
 	wg.Wait()
-	if err := errors.Join(idxErr, countErr); err != nil {
+	if err := errors.Join(idxErr, countErr, refErr); err != nil {
 		return store.Message{}, false, wrap(op, err)
 	}
 	return m, true, nil
@@ -477,6 +478,9 @@ func (st *Store) dropMessage(ctx context.Context, m store.Message) error {
 		return fmt.Errorf("%s: %w", op, store.ErrNotFound)
 	}
 	if err := st.addCounts(ctx, userID, m.ConversationID, store.DeleteDelta(m)); err != nil {
+		return wrap(op, err)
+	}
+	if err := st.messageGone(ctx, m); err != nil {
 		return wrap(op, err)
 	}
 	if _, _, err := casScan(st.q(ctx, `DELETE FROM message_dedup WHERE user_id = ? AND dedup_key = ? IF id = ?`,

@@ -236,6 +236,9 @@ func (s *Store) DeleteConversation(ctx context.Context, userID, id uuid.UUID) er
 				if err := unindexMessage(mb, m); err != nil {
 					return err
 				}
+				if err := messageGone(tx, m); err != nil {
+					return err
+				}
 			} else if err := mb.convMessages.Delete(k); err != nil {
 				return err
 			}

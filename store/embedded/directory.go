@@ -209,6 +209,18 @@ func (s *Store) DeleteUser(ctx context.Context, id uuid.UUID) error {
 					return err
 				}
 			}
+			if err := mb.messages.ForEach(func(k, _ []byte) error {
+				if len(k) != len(id) {
+					return nil // a segment of a long value (segments.go)
+				}
+				m, found, err := getMessageRecord(mb.messages, k)
+				if err != nil || !found {
+					return err
+				}
+				return messageGone(tx, m)
+			}); err != nil {
+				return err
+			}
 			if err := tx.Bucket(bMailboxes).DeleteBucket(idKey(id)); err != nil {
 				return err
 			}

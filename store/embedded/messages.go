@@ -76,6 +76,9 @@ func (s *Store) PutMessage(ctx context.Context, m store.Message) (store.Message,
 		if err := indexMessage(mb, m, dedup); err != nil {
 			return err
 		}
+		if err := messageStored(tx, m); err != nil {
+			return err
+		}
 
 		next := conv.Apply(store.PutDelta(m))
 		if newest, _ := page(mb.convMessages.Cursor(), m.ConversationID[:], nil, 1); len(newest) == 1 && orderKeyID(newest[0]) == m.ID {
@@ -273,6 +276,9 @@ func (s *Store) DeleteMessage(ctx context.Context, userID, id uuid.UUID) error {
 			return err
 		}
 		if err := unindexMessage(mb, m); err != nil {
+			return err
+		}
+		if err := messageGone(tx, m); err != nil {
 			return err
 		}
 		conv, err := getConversation(mb, m.ConversationID)
