@@ -33,6 +33,9 @@ var (
 	ErrUnavailable = errors.New("store unavailable")
 	// ErrInvalid: the caller passed something the model does not accept.
 	ErrInvalid = errors.New("invalid")
+	// ErrOverQuota: the user's mailbox is full (package quota decides it);
+	// mail for them is deferred (452 4.2.2) until they delete some.
+	ErrOverQuota = errors.New("mailbox over quota")
 )
 
 // Domain is a mail domain hosted here.

@@ -150,11 +150,13 @@ func (a *app) readPassword() (string, error) {
 }
 
 func (a *app) userCmd(ctx context.Context, args []string) error {
-	sub, args, err := subcommand(args, "add", "list", "passwd", "key", "remove")
+	sub, args, err := subcommand(args, "add", "list", "passwd", "key", "remove", "quota")
 	if err != nil {
 		return fmt.Errorf("user: %w", err)
 	}
 	switch sub {
+	case "quota":
+		return a.userQuota(ctx, args)
 	case "key":
 		if err := wantArgs(args, 1, "user key LOGIN < private-key.asc"); err != nil {
 			return err

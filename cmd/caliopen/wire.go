@@ -53,9 +53,14 @@ func (a *app) ingester(st store.Store) (*ingest.Ingester, error) {
 	if err != nil {
 		return nil, err
 	}
+	q, err := a.quotaChecker(st)
+	if err != nil {
+		return nil, err
+	}
 	return &ingest.Ingester{
 		Store:    st,
 		Resolver: r,
+		Quota:    q,
 		Verifier: &keytrust.Verifier{
 			Base: &verify.Verifier{
 				Resolver:          dnsresolver.New(a.dnsServer(), time.Duration(a.cfg.DNS.Timeout)),
@@ -113,7 +118,11 @@ func (a *app) startLookupd(rt *runtime) error {
 	if err != nil {
 		return err
 	}
-	srv, err := lookupd.New(r, lookupd.Config{Log: a.log.With("role", "lookupd"), Registerer: rt.reg})
+	q, err := a.quotaChecker(rt.store)
+	if err != nil {
+		return err
+	}
+	srv, err := lookupd.New(r, lookupd.Config{Log: a.log.With("role", "lookupd"), Registerer: rt.reg, Quota: q})
 	if err != nil {
 		return err
 	}
