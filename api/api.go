@@ -127,10 +127,23 @@ type SentStorer interface {
 	StoreSent(ctx context.Context, userID uuid.UUID, raw []byte, recipients []string) (ingest.Delivery, error)
 }
 
+// Store is the part of the store the API serves: a user's mailbox, contacts,
+// raw messages and sessions, and their own account.
+type Store interface {
+	store.Mailbox
+	store.Contacts
+	store.Blobs
+	store.Tokens
+	GetUser(ctx context.Context, id uuid.UUID) (store.User, error)
+	GetUserByName(ctx context.Context, name string) (store.User, error)
+	UpdateUser(ctx context.Context, u store.User) error
+	ListAddresses(ctx context.Context, userID uuid.UUID) ([]store.Address, error)
+}
+
 // Deps are the API's collaborators. Store is required; the others default to
 // a discarding logger, time.Now, a new Hub, and no sending (503).
 type Deps struct {
-	Store  store.Store
+	Store  Store
 	Logger *slog.Logger
 	Sender Sender
 	Sent   SentStorer
@@ -143,7 +156,7 @@ type Deps struct {
 // Server holds the API's state. Build it with New; serve Echo().
 type Server struct {
 	cfg     Config
-	st      store.Store
+	st      Store
 	log     *slog.Logger
 	sender  Sender
 	sent    SentStorer

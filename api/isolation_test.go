@@ -91,7 +91,7 @@ func TestIsolation(t *testing.T) {
 
 // unavailable is a store that has lost its engine for the listed calls.
 type unavailable struct {
-	store.Store
+	Store
 }
 
 func (unavailable) ListConversations(context.Context, uuid.UUID, store.Page) ([]store.Conversation, string, error) {

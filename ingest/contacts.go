@@ -580,11 +580,22 @@ func (in *Ingester) moveMessage(ctx context.Context, m store.Message, to, into, 
 	moved := m
 	moved.ConversationID = to
 	moved.Participants = replaceInParticipants(m.Participants, into, from, false)
+	// The delete may give back the blob's last reference, which deletes
+	// it: keep the bytes to store them again for the put.
+	raw, err := in.Store.GetBlob(ctx, m.RawHash)
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return fmt.Errorf("ingest: merge: move message %s: %w", m.ID, err)
+	}
 	// Delete then put (the dedup key must be free for the put): once the
 	// delete is done, a cancelled request must not stop the put halfway.
 	ctx = context.WithoutCancel(ctx)
 	if err := in.Store.DeleteMessage(ctx, m.UserID, m.ID); err != nil && !errors.Is(err, store.ErrNotFound) {
 		return fmt.Errorf("ingest: merge: move message %s: %w", m.ID, err)
+	}
+	if raw != nil {
+		if _, err := in.Store.PutBlob(ctx, raw); err != nil {
+			in.log().Error("ingest: merge: storing the raw message again failed", "message", m.ID, "raw", m.RawHash, "err", err)
+		}
 	}
 	if _, _, err := in.Store.PutMessage(ctx, moved); err != nil {
 		if _, _, rerr := in.Store.PutMessage(ctx, m); rerr != nil {

@@ -40,7 +40,9 @@ func newFixtureOn(t testing.TB, st store.Store) *fixture {
 	must(t, st.AddAddress(ctx, store.Address{Address: "alice@example.org", UserID: f.alice}))
 	must(t, st.AddAddress(ctx, store.Address{Address: "bob@example.org", UserID: f.bob}))
 	must(t, st.PutAlias(ctx, store.Alias{Address: "team@example.org", Targets: []string{"alice@example.org", "bob@example.org"}}))
-	f.in = &Ingester{Store: st, Resolver: resolve.New(st)}
+	r, err := resolve.New(resolve.Config{Store: st, Delimiter: resolve.DefaultDelimiter})
+	must(t, err)
+	f.in = &Ingester{Store: st, Resolver: r}
 	return f
 }
 

@@ -39,16 +39,35 @@ import (
 	"github.com/caliopen/caliopen/store"
 )
 
+// Store is the part of the store ingest writes to: the mailbox, contacts and
+// blobs, and the directory reads that tell a user's own addresses.
+type Store interface {
+	store.Mailbox
+	store.Contacts
+	store.Blobs
+	GetDomain(ctx context.Context, name string) (store.Domain, error)
+	ListAddresses(ctx context.Context, userID uuid.UUID) ([]store.Address, error)
+}
+
+// Quota tells whether a user's mailbox can take adding more bytes.
+type Quota interface {
+	Check(ctx context.Context, userID uuid.UUID, adding int64) error
+}
+
 // Ingester stores messages. Its fields are read only once it is in use; one
 // Ingester serves concurrent calls.
 type Ingester struct {
-	Store store.Store
+	Store Store
 	// Resolver expands envelope recipients to hosted users and tells which
 	// participant addresses are the user's own. Required by Ingest.
 	Resolver *resolve.Resolver
 	// Verifier checks authenticity (DKIM, SPF, DMARC, OpenPGP); nil keeps
 	// only what ingest sees itself.
 	Verifier Verifier
+	// Quota refuses mail for a user whose mailbox it would take over quota
+	// (an error wrapping store.ErrOverQuota, before anything is stored for
+	// anyone); nil: no quota. *quota.Checker implements it.
+	Quota Quota
 	// Log defaults to slog.Default().
 	Log *slog.Logger
 	// Now defaults to time.Now.
@@ -98,6 +117,15 @@ func (in *Ingester) Ingest(ctx context.Context, env Envelope, raw []byte) (Resul
 	if len(users) == 0 {
 		in.log().Debug("ingest: no hosted recipient", "queue_id", env.QueueID, "recipients", env.Recipients)
 		return Result{}, nil
+	}
+	if in.Quota != nil {
+		// All or nothing: the sender gets one answer for the message, and
+		// a retry must not find it stored for some recipients only.
+		for _, u := range users {
+			if err := in.Quota.Check(ctx, u, int64(len(raw))); err != nil {
+				return Result{}, fmt.Errorf("ingest: %w", err)
+			}
+		}
 	}
 	m, err := in.prepare(ctx, raw, env.OwnReceived)
 	if err != nil {

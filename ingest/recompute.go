@@ -19,7 +19,7 @@ type RecomputeStats struct {
 // features with the current model, as needed after a model change. Scores
 // that are already current are left alone, so a second run changes nothing
 // and an interrupted run can simply be started again.
-func Recompute(ctx context.Context, st store.Store, userID uuid.UUID) (RecomputeStats, error) {
+func Recompute(ctx context.Context, st store.Mailbox, userID uuid.UUID) (RecomputeStats, error) {
 	var stats RecomputeStats
 	cursor := ""
 	for {
@@ -39,7 +39,7 @@ func Recompute(ctx context.Context, st store.Store, userID uuid.UUID) (Recompute
 	}
 }
 
-func recomputeConversation(ctx context.Context, st store.Store, userID, convID uuid.UUID, stats *RecomputeStats) error {
+func recomputeConversation(ctx context.Context, st store.Mailbox, userID, convID uuid.UUID, stats *RecomputeStats) error {
 	cursor := ""
 	for {
 		msgs, next, err := st.ListMessages(ctx, userID, convID, store.Page{Limit: store.MaxLimit, Cursor: cursor})

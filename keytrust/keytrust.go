@@ -29,13 +29,21 @@ import (
 // on first use counts it as consistent (PRIVACY-INDEX.md, A3).
 const ConsistentAfter = 3
 
+// Store is the part of the store keytrust reads and writes: the sender's
+// contact (its keys) and the user's own key set-up.
+type Store interface {
+	GetContact(ctx context.Context, userID, id uuid.UUID) (store.Contact, error)
+	PutContact(ctx context.Context, c store.Contact) error
+	GetUser(ctx context.Context, id uuid.UUID) (store.User, error)
+}
+
 // Verifier implements ingest.Verifier. Its zero value (with Base and Store
 // set) is ready; it must not be copied after first use.
 type Verifier struct {
 	// Base is the configured verifier (DNS resolver, trusted sealers…);
 	// its Keys field is set per call from the sender's contact.
 	Base  *verify.Verifier
-	Store store.Store
+	Store Store
 	Log   *slog.Logger
 	Now   func() time.Time
 

@@ -31,7 +31,11 @@ func Example() {
 	defer st.Close()
 
 	reg := prometheus.NewRegistry() // exposed by the caller's /metrics handler
-	srv, err := lookupd.New(resolve.New(st), lookupd.Config{Log: slog.Default(), Registerer: reg})
+	r, err := resolve.New(resolve.Config{Store: st, Delimiter: resolve.DefaultDelimiter})
+	if err != nil {
+		log.Fatal(err)
+	}
+	srv, err := lookupd.New(r, lookupd.Config{Log: slog.Default(), Registerer: reg})
 	if err != nil {
 		log.Fatal(err)
 	}

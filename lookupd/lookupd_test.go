@@ -76,6 +76,15 @@ type env struct {
 
 var allMaps = []string{lookupd.MapDomains, lookupd.MapMailboxes, lookupd.MapAliases, lookupd.MapSenders}
 
+func resolver(t testing.TB, st store.Store) *resolve.Resolver {
+	t.Helper()
+	r, err := resolve.New(resolve.Config{Store: st, Delimiter: resolve.DefaultDelimiter})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
 func testLogger(t testing.TB) *slog.Logger {
 	if testing.Verbose() {
 		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -90,7 +99,7 @@ func start(t testing.TB, st store.Store, cfg lookupd.Config) *env {
 		cfg.Log = testLogger(t)
 	}
 	cfg.Registerer = e.reg
-	srv, err := lookupd.New(resolve.New(e.st), cfg)
+	srv, err := lookupd.New(resolver(t, e.st), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -545,7 +554,7 @@ func TestGracefulShutdown(t *testing.T) {
 
 func TestServeTCPTableUnknownMap(t *testing.T) {
 	st := newTestStore(t)
-	srv, err := lookupd.New(resolve.New(st), lookupd.Config{})
+	srv, err := lookupd.New(resolver(t, st), lookupd.Config{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -564,11 +573,11 @@ func TestServeTCPTableUnknownMap(t *testing.T) {
 func TestNewRegistersMetricsOnce(t *testing.T) {
 	st := newTestStore(t)
 	reg := prometheus.NewRegistry()
-	if _, err := lookupd.New(resolve.New(st), lookupd.Config{Registerer: reg}); err != nil {
+	if _, err := lookupd.New(resolver(t, st), lookupd.Config{Registerer: reg}); err != nil {
 		t.Fatal(err)
 	}
 	// A second server on the same registry is a configuration error.
-	if _, err := lookupd.New(resolve.New(st), lookupd.Config{Registerer: reg}); err == nil {
+	if _, err := lookupd.New(resolver(t, st), lookupd.Config{Registerer: reg}); err == nil {
 		t.Error("second New on the same registry succeeded; want a registration error")
 	}
 	if _, err := lookupd.New(nil, lookupd.Config{}); err == nil {
@@ -649,7 +658,7 @@ func TestLookupPanic(t *testing.T) {
 func TestListenerClosed(t *testing.T) {
 	st := newTestStore(t)
 	populate(t, st)
-	srv, err := lookupd.New(resolve.New(st), lookupd.Config{Log: testLogger(t)})
+	srv, err := lookupd.New(resolver(t, st), lookupd.Config{Log: testLogger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -18,6 +18,7 @@
 //	virtual_mailbox_maps    = socketmap:inet:127.0.0.1:2525:mailboxes
 //	virtual_alias_maps      = socketmap:inet:127.0.0.1:2525:aliases
 //	smtpd_sender_login_maps = socketmap:inet:127.0.0.1:2525:senders
+//	smtpd_recipient_restrictions = check_recipient_access socketmap:inet:127.0.0.1:2525:quota
 package lookupd
 
 import (
@@ -96,6 +97,8 @@ type Config struct {
 	// payload, or the tcp_table line. Hosted addresses are at most 64+1+253
 	// octets, so the default leaves ample room.
 	MaxRequestSize int
+	// Quota answers the quota map; nil: every key is not found there.
+	Quota Quota
 }
 
 // Server answers Postfix table lookups. Create it with New; one Server may
@@ -111,8 +114,8 @@ type Server struct {
 // New returns a Server answering from r and registers its metrics with
 // cfg.Registerer.
 func New(r *resolve.Resolver, cfg Config) (*Server, error) {
-	if r == nil || r.Store == nil {
-		return nil, errors.New("lookupd: a resolver with a store is required")
+	if r == nil {
+		return nil, errors.New("lookupd: a resolver is required")
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
@@ -153,6 +156,7 @@ const (
 	mapMailboxes
 	mapAliases
 	mapSenders
+	mapQuota
 	numMaps
 )
 
@@ -166,6 +170,8 @@ func parseMap(name string) (mapKind, bool) {
 		return mapAliases, true
 	case MapSenders:
 		return mapSenders, true
+	case MapQuota:
+		return mapQuota, true
 	}
 	return 0, false
 }
@@ -180,6 +186,8 @@ func (m mapKind) String() string {
 		return MapAliases
 	case mapSenders:
 		return MapSenders
+	case mapQuota:
+		return MapQuota
 	}
 	return fmt.Sprintf("map(%d)", int(m))
 }
@@ -245,6 +253,8 @@ func (s *Server) lookup(ctx context.Context, m mapKind, key string) (value strin
 		if logins, err = s.res.Logins(ctx, key); err == nil {
 			value = strings.Join(logins, ",")
 		}
+	case mapQuota:
+		value, err = s.quotaLookup(ctx, key)
 	default:
 		return "", permFail, fmt.Errorf("lookupd: unknown map %v", m)
 	}

@@ -152,7 +152,11 @@ func storeIngester(b *testing.B, st store.Store) *countingIngester {
 		}
 	}
 	discard := slog.New(slog.NewTextHandler(io.Discard, nil))
-	return &countingIngester{next: &ingest.Ingester{Store: st, Resolver: resolve.New(st), Log: discard}}
+	r, err := resolve.New(resolve.Config{Store: st, Delimiter: resolve.DefaultDelimiter})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return &countingIngester{next: &ingest.Ingester{Store: st, Resolver: r, Log: discard}}
 }
 
 // countingIngester counts stored deliveries, so the benchmark can check

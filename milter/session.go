@@ -216,8 +216,9 @@ func (s *session) Body(m *gomilter.Modifier) (gomilter.Response, error) {
 	r.metrics.ingestSeconds.Observe(elapsed.Seconds())
 	if err != nil {
 		r.metrics.tempfailed.Inc()
-		log.Error("milter: message not stored, answered 451", "err", err, "duration", elapsed)
-		return replyTempFail, nil
+		reply, code := failureReply(err)
+		log.Error("milter: message not stored, answered "+code, "err", err, "duration", elapsed)
+		return reply, nil
 	}
 	r.metrics.accepted.Inc()
 	r.metrics.bytes.Add(float64(len(raw)))

@@ -42,22 +42,44 @@ const DefaultMaxDepth = 100
 // not turn one RCPT into an unbounded amount of store traffic.
 const MaxExpansion = 1000
 
-// Resolver resolves recipient addresses against a store. Its fields are read
-// only; it is safe for concurrent use once configured.
-type Resolver struct {
-	Store store.Store
+// Directory is the part of the store a Resolver reads.
+type Directory interface {
+	GetDomain(ctx context.Context, name string) (store.Domain, error)
+	GetAddress(ctx context.Context, address string) (store.Address, error)
+	GetAlias(ctx context.Context, address string) (store.Alias, error)
+	GetUser(ctx context.Context, id uuid.UUID) (store.User, error)
+}
+
+// Config is what a Resolver is built from.
+type Config struct {
+	// Store is the directory it reads. Required.
+	Store Directory
 	// Delimiter is the set of characters that start an address extension,
 	// as Postfix's recipient_delimiter: the local part is cut at the first of
-	// them. Empty disables extension handling. New sets DefaultDelimiter; a
-	// zero Resolver has no extensions.
+	// them. Empty disables extension handling, as in Postfix; the usual
+	// value is DefaultDelimiter.
 	Delimiter string
 	// MaxDepth bounds alias nesting in Users; <= 0 means DefaultMaxDepth.
 	MaxDepth int
 }
 
-// New returns a Resolver over st with the default delimiter and depth.
-func New(st store.Store) *Resolver {
-	return &Resolver{Store: st, Delimiter: DefaultDelimiter, MaxDepth: DefaultMaxDepth}
+// Resolver resolves recipient addresses against a store. It is safe for
+// concurrent use.
+type Resolver struct {
+	st        Directory
+	delimiter string
+	maxDepth  int
+}
+
+// New returns a Resolver built from cfg.
+func New(cfg Config) (*Resolver, error) {
+	if cfg.Store == nil {
+		return nil, errors.New("resolve: Config.Store is required")
+	}
+	if cfg.MaxDepth <= 0 {
+		cfg.MaxDepth = DefaultMaxDepth
+	}
+	return &Resolver{st: cfg.Store, delimiter: cfg.Delimiter, maxDepth: cfg.MaxDepth}, nil
 }
 
 // normalize lowercases addr and checks its shape. A malformed address can
@@ -76,14 +98,14 @@ func normalize(addr string, catchAll bool) (string, error) {
 // A local part that starts with the delimiter has no base to fall back to
 // ("+x@d" must not become the catch-all "@d").
 func (r *Resolver) stripExtension(addr string) (string, bool) {
-	if r.Delimiter == "" {
+	if r.delimiter == "" {
 		return "", false
 	}
 	at := strings.LastIndexByte(addr, '@')
 	if at <= 0 {
 		return "", false
 	}
-	i := strings.IndexAny(addr[:at], r.Delimiter)
+	i := strings.IndexAny(addr[:at], r.delimiter)
 	if i <= 0 {
 		return "", false
 	}
@@ -96,7 +118,7 @@ func (r *Resolver) Domain(ctx context.Context, name string) (store.Domain, error
 	if err != nil {
 		return store.Domain{}, fmt.Errorf("%w: %w", store.ErrNotFound, err)
 	}
-	d, err := r.Store.GetDomain(ctx, n)
+	d, err := r.st.GetDomain(ctx, n)
 	if err != nil {
 		return store.Domain{}, fmt.Errorf("resolve: domain %q: %w", n, err)
 	}
@@ -122,19 +144,19 @@ func (r *Resolver) Mailbox(ctx context.Context, addr string) (store.Address, err
 // store's errors as they are: lookupd answers many "not found"s per second
 // and the public methods add context once.
 func (r *Resolver) mailbox(ctx context.Context, a string) (store.Address, error) {
-	m, err := r.Store.GetAddress(ctx, a)
+	m, err := r.st.GetAddress(ctx, a)
 	if err == nil || !errors.Is(err, store.ErrNotFound) {
 		return m, err
 	}
 	if base, ok := r.stripExtension(a); ok {
-		return r.Store.GetAddress(ctx, base)
+		return r.st.GetAddress(ctx, base)
 	}
 	return store.Address{}, err
 }
 
 // isMailbox reports whether a is exactly a hosted mailbox.
 func (r *Resolver) isMailbox(ctx context.Context, a string) (bool, error) {
-	_, err := r.Store.GetAddress(ctx, a)
+	_, err := r.st.GetAddress(ctx, a)
 	switch {
 	case err == nil:
 		return true, nil
@@ -145,7 +167,7 @@ func (r *Resolver) isMailbox(ctx context.Context, a string) (bool, error) {
 }
 
 func (r *Resolver) getAlias(ctx context.Context, a string) ([]string, error) {
-	al, err := r.Store.GetAlias(ctx, a)
+	al, err := r.st.GetAlias(ctx, a)
 	return al.Targets, err
 }
 
@@ -250,11 +272,7 @@ func (r *Resolver) reach(ctx context.Context, addr string, catchAll bool) ([]sto
 		return nil, true, err
 	}
 	x := expansion{r: r, catchAll: catchAll, seen: map[string]bool{}, users: map[uuid.UUID]bool{}}
-	maxDepth := r.MaxDepth
-	if maxDepth <= 0 {
-		maxDepth = DefaultMaxDepth
-	}
-	x.maxDepth = maxDepth
+	x.maxDepth = r.maxDepth
 	if err := x.expand(ctx, a, 0); err != nil {
 		return nil, true, err
 	}
@@ -334,7 +352,7 @@ func (r *Resolver) Logins(ctx context.Context, addr string) ([]string, error) {
 	}
 	names := make([]string, 0, len(us))
 	for _, u := range us {
-		user, err := r.Store.GetUser(ctx, u.UserID)
+		user, err := r.st.GetUser(ctx, u.UserID)
 		switch {
 		case errors.Is(err, store.ErrNotFound):
 			continue // the user was deleted under us: it may no longer send

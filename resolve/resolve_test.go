@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -125,9 +126,24 @@ func (f *faultyStore) GetUser(ctx context.Context, id uuid.UUID) (store.User, er
 	return f.Store.GetUser(ctx, id)
 }
 
+func newResolver(t *testing.T, cfg resolve.Config) *resolve.Resolver {
+	t.Helper()
+	r, err := resolve.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func TestNewNeedsAStore(t *testing.T) {
+	if _, err := resolve.New(resolve.Config{}); err == nil || !strings.Contains(err.Error(), "Store") {
+		t.Fatalf("New without a store: err = %v, want one naming Store", err)
+	}
+}
+
 func TestMailbox(t *testing.T) {
 	m, ids := fixture(t)
-	r := resolve.New(m)
+	r := newResolver(t, resolve.Config{Store: m, Delimiter: resolve.DefaultDelimiter})
 	ctx := context.Background()
 	for _, tc := range []struct {
 		in, want string
@@ -169,11 +185,11 @@ func TestMailboxDelimiters(t *testing.T) {
 	m, _ := fixture(t)
 	ctx := context.Background()
 
-	off := &resolve.Resolver{Store: m} // zero Delimiter: no extensions
+	off := newResolver(t, resolve.Config{Store: m}) // empty Delimiter: no extensions
 	if _, err := off.Mailbox(ctx, "alice+news@example.org"); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("delimiter disabled: err = %v, want ErrNotFound", err)
 	}
-	multi := &resolve.Resolver{Store: m, Delimiter: "+-"}
+	multi := newResolver(t, resolve.Config{Store: m, Delimiter: "+-"})
 	for _, in := range []string{"alice-news@example.org", "alice+news@example.org", "alice-a+b@example.org"} {
 		got, err := multi.Mailbox(ctx, in)
 		if err != nil || got.Address != "alice@example.org" {
@@ -184,7 +200,7 @@ func TestMailboxDelimiters(t *testing.T) {
 
 func TestDomain(t *testing.T) {
 	m, _ := fixture(t)
-	r := resolve.New(m)
+	r := newResolver(t, resolve.Config{Store: m, Delimiter: resolve.DefaultDelimiter})
 	ctx := context.Background()
 	d, err := r.Domain(ctx, "Example.Org.")
 	if err != nil || d.Name != "example.org" {
@@ -199,7 +215,7 @@ func TestDomain(t *testing.T) {
 
 func TestAlias(t *testing.T) {
 	m, _ := fixture(t)
-	r := resolve.New(m)
+	r := newResolver(t, resolve.Config{Store: m, Delimiter: resolve.DefaultDelimiter})
 	ctx := context.Background()
 	for _, tc := range []struct {
 		in   string
@@ -238,7 +254,7 @@ func TestAlias(t *testing.T) {
 
 func TestUsers(t *testing.T) {
 	m, ids := fixture(t)
-	r := resolve.New(m)
+	r := newResolver(t, resolve.Config{Store: m, Delimiter: resolve.DefaultDelimiter})
 	ctx := context.Background()
 	type want struct{ addr, user string }
 	for _, tc := range []struct {
@@ -285,7 +301,7 @@ func TestUsers(t *testing.T) {
 // the milter must then leave the message to Postfix.
 func TestReach(t *testing.T) {
 	m, _ := fixture(t)
-	r := resolve.New(m)
+	r := newResolver(t, resolve.Config{Store: m, Delimiter: resolve.DefaultDelimiter})
 	ctx := context.Background()
 	for _, tc := range []struct {
 		in        string
@@ -323,7 +339,7 @@ func TestUsersSelfAndDepth(t *testing.T) {
 	if err := m.AddAddress(ctx, store.Address{Address: "copy@example.org", UserID: ids["bob"]}); err != nil {
 		t.Fatal(err)
 	}
-	r := resolve.New(m)
+	r := newResolver(t, resolve.Config{Store: m, Delimiter: resolve.DefaultDelimiter})
 	got, err := r.Users(ctx, "copy@example.org")
 	if err != nil || len(got) != 2 || got[0].UserID != ids["bob"] || got[1].UserID != ids["carol"] {
 		t.Errorf("Users(copy) = %+v, %v; want bob then carol", got, err)
@@ -337,14 +353,14 @@ func TestUsersSelfAndDepth(t *testing.T) {
 	}
 	// chain5 is both reached by a chain and an alias itself: with depth 5
 	// expansion stops there and delivers to it as a mailbox.
-	r.MaxDepth = 5
+	r = newResolver(t, resolve.Config{Store: m, Delimiter: resolve.DefaultDelimiter, MaxDepth: 5})
 	got, err = r.Users(ctx, "chain0@example.org")
 	if err != nil || len(got) != 1 || got[0].Address != "chain5@example.org" {
 		t.Errorf("Users(chain0) depth 5 = %+v, %v; want chain5", got, err)
 	}
 	// Default depth: chain5's alias wins over its mailbox; the chain ends at
 	// chain20, unknown, so the catch-all (postmaster → bob) gets it.
-	r.MaxDepth = 0
+	r = newResolver(t, resolve.Config{Store: m, Delimiter: resolve.DefaultDelimiter})
 	got, err = r.Users(ctx, "chain0@example.org")
 	if err != nil || len(got) != 1 || got[0].Address != "bob@example.org" {
 		t.Errorf("Users(chain0) default depth = %+v, %v; want bob via the catch-all", got, err)
@@ -366,7 +382,7 @@ func TestUsersExpansionBound(t *testing.T) {
 	}
 	alias(t, m, "fan@example.org", fan...)
 	f := &faultyStore{Store: m}
-	r := resolve.New(f)
+	r := newResolver(t, resolve.Config{Store: f, Delimiter: resolve.DefaultDelimiter})
 	if _, err := r.Users(context.Background(), "fan@example.org"); err != nil {
 		// every leaf hits the catch-all → postmaster → bob
 		t.Fatalf("Users(fan): %v", err)
@@ -379,7 +395,7 @@ func TestUsersExpansionBound(t *testing.T) {
 
 func TestLogins(t *testing.T) {
 	m, _ := fixture(t)
-	r := resolve.New(m)
+	r := newResolver(t, resolve.Config{Store: m, Delimiter: resolve.DefaultDelimiter})
 	ctx := context.Background()
 	for _, tc := range []struct {
 		in   string
@@ -403,7 +419,7 @@ func TestLogins(t *testing.T) {
 // A store failure is returned wrapped, never as not found.
 func TestStoreFailure(t *testing.T) {
 	m, _ := fixture(t)
-	r := resolve.New(&faultyStore{Store: m, all: true})
+	r := newResolver(t, resolve.Config{Store: &faultyStore{Store: m, all: true}, Delimiter: resolve.DefaultDelimiter})
 	ctx := context.Background()
 	calls := map[string]func() error{
 		"Domain":  func() error { _, err := r.Domain(ctx, "example.org"); return err },
@@ -420,7 +436,7 @@ func TestStoreFailure(t *testing.T) {
 	}
 
 	// A failure deep in an expansion is not swallowed either.
-	r = resolve.New(&faultyStore{Store: m, addr: "bob@example.org"})
+	r = newResolver(t, resolve.Config{Store: &faultyStore{Store: m, addr: "bob@example.org"}, Delimiter: resolve.DefaultDelimiter})
 	if _, err := r.Users(ctx, "team@example.org"); !errors.Is(err, store.ErrUnavailable) {
 		t.Errorf("Users(team) with bob failing: err = %v, want ErrUnavailable", err)
 	}
@@ -431,7 +447,7 @@ func TestStoreFailure(t *testing.T) {
 
 func TestCanceledContext(t *testing.T) {
 	m, _ := fixture(t)
-	r := resolve.New(m)
+	r := newResolver(t, resolve.Config{Store: m, Delimiter: resolve.DefaultDelimiter})
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	if _, err := r.Users(ctx, "team@example.org"); !errors.Is(err, context.Canceled) {

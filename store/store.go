@@ -5,6 +5,14 @@
 //
 // Every per-user method takes the user's ID and must never return or change
 // another user's data: an ID that belongs to someone else is ErrNotFound.
+//
+// Store is made of role interfaces (Directory, Contacts, Mailbox, Blobs,
+// Tokens); the conversation summary's arithmetic is in this package
+// (summary.go) and the engines only persist it. Both engines share one file
+// map: directory.go, contacts.go, conversations.go, messages.go, blobs.go and
+// tokens.go implement the same things in each; the other files are
+// engine-specific (embedded.go, layout.go, codec.go, segments.go...;
+// cassandra.go, migrate.go).
 package store
 
 import (
@@ -25,6 +33,9 @@ var (
 	ErrUnavailable = errors.New("store unavailable")
 	// ErrInvalid: the caller passed something the model does not accept.
 	ErrInvalid = errors.New("invalid")
+	// ErrOverQuota: the user's mailbox is full (package quota decides it);
+	// mail for them is deferred (452 4.2.2) until they delete some.
+	ErrOverQuota = errors.New("mailbox over quota")
 )
 
 // Domain is a mail domain hosted here.
@@ -40,6 +51,9 @@ type User struct {
 	DisplayName  string    `json:"display_name,omitempty"`
 	PasswordHash string    `json:"-"` // PHC string, see internal/password
 	CreatedAt    time.Time `json:"created_at"`
+	// Quota is the most bytes the user's messages may take (see
+	// Mailbox.Usage): 0 means the operator's default, below 0 unlimited.
+	Quota int64 `json:"quota,omitempty"`
 	// Account set-up facts that feed the account Privacy Index.
 	Setup AccountSetup `json:"setup"`
 }
@@ -204,9 +218,25 @@ const (
 	MaxLimit     = 500
 )
 
-// Store is the one interface every engine implements. Methods are safe for
-// concurrent use. Errors wrap ErrNotFound, ErrExists, ErrUnavailable or ErrInvalid.
+// Store is the one interface every engine implements: the role interfaces
+// below plus Ping and Close. Methods are safe for concurrent use. Errors wrap
+// ErrNotFound, ErrExists, ErrUnavailable or ErrInvalid. A consumer takes the
+// smallest role (or an interface of its own) that covers what it calls.
 type Store interface {
+	Directory
+	Contacts
+	Mailbox
+	Blobs
+	Tokens
+
+	// Ping checks the engine is reachable (ErrUnavailable if not).
+	Ping(ctx context.Context) error
+	Close() error
+}
+
+// Directory is who and what is hosted: domains, users, addresses, aliases.
+// lookupd (through resolve) and the admin commands use it.
+type Directory interface {
 	// Domains.
 	AddDomain(ctx context.Context, d Domain) error // ErrExists
 	GetDomain(ctx context.Context, name string) (Domain, error)
@@ -234,18 +264,25 @@ type Store interface {
 	GetAlias(ctx context.Context, address string) (Alias, error)
 	ListAliases(ctx context.Context, domain string) ([]Alias, error)
 	RemoveAlias(ctx context.Context, address string) error
+}
 
-	// Contacts. PutContact creates or replaces (by ID) and keeps the channel
-	// index in step; a channel (protocol, address) belongs to at most one of
-	// the user's contacts (ErrExists).
+// Contacts is a user's address book, with the contacts' channels and keys.
+type Contacts interface {
+	// PutContact creates or replaces (by ID) and keeps the channel index in
+	// step; a channel (protocol, address) belongs to at most one of the
+	// user's contacts (ErrExists).
 	PutContact(ctx context.Context, c Contact) error
 	GetContact(ctx context.Context, userID, id uuid.UUID) (Contact, error)
 	ListContacts(ctx context.Context, userID uuid.UUID) ([]Contact, error)
 	FindContactByChannel(ctx context.Context, userID uuid.UUID, protocol, address string) (Contact, error)
 	DeleteContact(ctx context.Context, userID, id uuid.UUID) error
+}
 
-	// Conversations. GetOrCreateConversation returns the user's conversation
-	// with c.Key, creating c if none exists; concurrent callers get the same one.
+// Mailbox is a user's conversations and the messages in them. The engine
+// maintains each conversation's summary (see Summary).
+type Mailbox interface {
+	// GetOrCreateConversation returns the user's conversation with c.Key,
+	// creating c if none exists; concurrent callers get the same one.
 	GetOrCreateConversation(ctx context.Context, c Conversation) (Conversation, error)
 	GetConversation(ctx context.Context, userID, id uuid.UUID) (Conversation, error)
 	GetConversationByKey(ctx context.Context, userID uuid.UUID, key string) (Conversation, error)
@@ -256,8 +293,8 @@ type Store interface {
 	// DeleteConversation deletes it and its messages.
 	DeleteConversation(ctx context.Context, userID, id uuid.UUID) error
 
-	// Messages. PutMessage stores m once per (UserID, DedupKey): when that key
-	// is already stored it returns the stored message and created=false, also
+	// PutMessage stores m once per (UserID, DedupKey): when that key is
+	// already stored it returns the stored message and created=false, also
 	// under concurrent calls. The conversation must exist. On create the
 	// store updates the conversation's summary.
 	PutMessage(ctx context.Context, m Message) (stored Message, created bool, err error)
@@ -271,12 +308,22 @@ type Store interface {
 	SetSecurity(ctx context.Context, userID, id uuid.UUID, security []byte, pi PI) error
 	DeleteMessage(ctx context.Context, userID, id uuid.UUID) error
 
-	// Blobs: content-addressed (hex SHA-256), shared between users, chunked
-	// by the engine. PutBlob is idempotent.
+	// Usage is the bytes of the user's messages (the sum of their RawSize),
+	// what their quota limits: a redelivery that dedup answers adds nothing,
+	// a delete gives its bytes back. An unknown user uses 0.
+	Usage(ctx context.Context, userID uuid.UUID) (int64, error)
+}
+
+// Blobs hold raw message bytes: content-addressed (hex SHA-256), shared
+// between users, chunked by the engine.
+type Blobs interface {
+	// PutBlob is idempotent.
 	PutBlob(ctx context.Context, data []byte) (hash string, err error)
 	GetBlob(ctx context.Context, hash string) ([]byte, error)
+}
 
-	// Tokens for the API.
+// Tokens are the API's session tokens.
+type Tokens interface {
 	PutToken(ctx context.Context, t Token) error
 	GetToken(ctx context.Context, hash string) (Token, error) // expired ⇒ ErrNotFound
 	DeleteToken(ctx context.Context, hash string) error
@@ -284,8 +331,4 @@ type Store interface {
 	// hash is except ("" deletes them all): a password change ends the other
 	// sessions. An unknown user has no tokens (nil).
 	DeleteUserTokens(ctx context.Context, userID uuid.UUID, except string) error
-
-	// Ping checks the engine is reachable (ErrUnavailable if not).
-	Ping(ctx context.Context) error
-	Close() error
 }

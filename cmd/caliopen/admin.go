@@ -33,6 +33,12 @@ func (a *app) withStore(ctx context.Context, fn func(store.Store) error) error {
 	return fn(st)
 }
 
+// withDirectory opens the store for a command that only administers domains,
+// users, addresses and aliases.
+func (a *app) withDirectory(ctx context.Context, fn func(store.Directory) error) error {
+	return a.withStore(ctx, func(st store.Store) error { return fn(st) })
+}
+
 func subcommand(args []string, names ...string) (string, []string, error) {
 	if len(args) == 0 {
 		return "", nil, fmt.Errorf("missing subcommand: %s", strings.Join(names, ", "))
@@ -57,7 +63,7 @@ func (a *app) domainCmd(ctx context.Context, args []string) error {
 	if err != nil {
 		return fmt.Errorf("domain: %w", err)
 	}
-	return a.withStore(ctx, func(st store.Store) error {
+	return a.withDirectory(ctx, func(st store.Directory) error {
 		switch sub {
 		case "add":
 			if err := wantArgs(args, 1, "domain add NAME"); err != nil {
@@ -144,11 +150,13 @@ func (a *app) readPassword() (string, error) {
 }
 
 func (a *app) userCmd(ctx context.Context, args []string) error {
-	sub, args, err := subcommand(args, "add", "list", "passwd", "key", "remove")
+	sub, args, err := subcommand(args, "add", "list", "passwd", "key", "remove", "quota")
 	if err != nil {
 		return fmt.Errorf("user: %w", err)
 	}
 	switch sub {
+	case "quota":
+		return a.userQuota(ctx, args)
 	case "key":
 		if err := wantArgs(args, 1, "user key LOGIN < private-key.asc"); err != nil {
 			return err
@@ -186,7 +194,7 @@ func (a *app) userCmd(ctx context.Context, args []string) error {
 		if err != nil {
 			return err
 		}
-		return a.withStore(ctx, func(st store.Store) error {
+		return a.withDirectory(ctx, func(st store.Directory) error {
 			// Check every address before writing anything.
 			for _, ad := range norm {
 				if _, err := st.GetDomain(ctx, store.AddressDomain(ad)); err != nil {
@@ -214,7 +222,7 @@ func (a *app) userCmd(ctx context.Context, args []string) error {
 			return nil
 		})
 	case "list":
-		return a.withStore(ctx, func(st store.Store) error {
+		return a.withDirectory(ctx, func(st store.Directory) error {
 			us, err := st.ListUsers(ctx)
 			if err != nil {
 				return err
@@ -247,7 +255,7 @@ func (a *app) userCmd(ctx context.Context, args []string) error {
 		if err != nil {
 			return err
 		}
-		return a.withStore(ctx, func(st store.Store) error {
+		return a.withDirectory(ctx, func(st store.Directory) error {
 			u, err := st.GetUserByName(ctx, args[0])
 			if err != nil {
 				return fmt.Errorf("user %s: %w", args[0], err)
@@ -264,7 +272,7 @@ func (a *app) userCmd(ctx context.Context, args []string) error {
 		if err := wantArgs(args, 1, "user remove LOGIN"); err != nil {
 			return err
 		}
-		return a.withStore(ctx, func(st store.Store) error {
+		return a.withDirectory(ctx, func(st store.Directory) error {
 			u, err := st.GetUserByName(ctx, args[0])
 			if err != nil {
 				return fmt.Errorf("user %s: %w", args[0], err)
@@ -284,7 +292,7 @@ func (a *app) addressCmd(ctx context.Context, args []string) error {
 	if err != nil {
 		return fmt.Errorf("address: %w", err)
 	}
-	return a.withStore(ctx, func(st store.Store) error {
+	return a.withDirectory(ctx, func(st store.Directory) error {
 		switch sub {
 		case "add":
 			if err := wantArgs(args, 2, "address add ADDRESS LOGIN"); err != nil {
@@ -345,7 +353,7 @@ func (a *app) aliasCmd(ctx context.Context, args []string) error {
 	if err != nil {
 		return fmt.Errorf("alias: %w", err)
 	}
-	return a.withStore(ctx, func(st store.Store) error {
+	return a.withDirectory(ctx, func(st store.Directory) error {
 		switch sub {
 		case "add":
 			if len(args) < 2 {
@@ -487,7 +495,7 @@ func (a *app) setServerKey(ctx context.Context, login string) error {
 		return err
 	}
 	w.Close()
-	return a.withStore(ctx, func(st store.Store) error {
+	return a.withDirectory(ctx, func(st store.Directory) error {
 		u, err := st.GetUserByName(ctx, login)
 		if err != nil {
 			return fmt.Errorf("user %s: %w", login, err)

@@ -39,12 +39,14 @@ the role's name, as in "caliopen serve -c FILE"):
 Set-up and administration:
   migrate                  create or upgrade the store schema
   domain add|list|remove   hosted mail domains
-  user add|list|passwd|key|remove
-                           accounts (passwords are read from the terminal or stdin)
+  user add|list|passwd|key|remove|quota
+                           accounts (passwords are read from the terminal or stdin;
+                           quota LOGIN [SIZE|default|unlimited] shows or sets a mailbox quota)
   address add|list|remove  a user's mailbox addresses
   alias add|list|remove    aliases and catch-alls (@domain), with several targets
   deliver RECIPIENT...     store one message read on stdin (Postfix pipe transport)
   recompute [LOGIN...]     re-score stored messages with the current Privacy Index model
+  compact                  rewrite the embedded store file without deleted data (server stopped)
   config                   print the effective configuration keys and values
   version
 
@@ -180,6 +182,7 @@ func run(ctx context.Context, args, environ []string, stdin io.Reader, stdout, s
 		"alias":     a.aliasCmd,
 		"deliver":   a.deliver,
 		"recompute": a.recompute,
+		"compact":   a.compact,
 		"config":    a.printConfig,
 	}
 	f, ok := commands[cmd]

@@ -22,10 +22,8 @@ import (
 	"github.com/caliopen/caliopen/verify/dnsresolver"
 )
 
-func (a *app) resolver(st store.Store) *resolve.Resolver {
-	r := resolve.New(st)
-	r.Delimiter = a.cfg.Lookupd.RecipientDelimiter
-	return r
+func (a *app) resolver(st resolve.Directory) (*resolve.Resolver, error) {
+	return resolve.New(resolve.Config{Store: st, Delimiter: a.cfg.Lookupd.RecipientDelimiter})
 }
 
 // dnsServer is the configured resolver, or the system's first one.
@@ -43,10 +41,19 @@ func (a *app) dnsServer() string {
 }
 
 // ingester builds the one inbound path with verification wired in.
-func (a *app) ingester(st store.Store) *ingest.Ingester {
+func (a *app) ingester(st store.Store) (*ingest.Ingester, error) {
+	r, err := a.resolver(st)
+	if err != nil {
+		return nil, err
+	}
+	q, err := a.quotaChecker(st)
+	if err != nil {
+		return nil, err
+	}
 	return &ingest.Ingester{
 		Store:    st,
-		Resolver: a.resolver(st),
+		Resolver: r,
+		Quota:    q,
 		Verifier: &keytrust.Verifier{
 			Base: &verify.Verifier{
 				Resolver:          dnsresolver.New(a.dnsServer(), time.Duration(a.cfg.DNS.Timeout)),
@@ -60,7 +67,7 @@ func (a *app) ingester(st store.Store) *ingest.Ingester {
 			Log:   a.log,
 		},
 		Log: a.log,
-	}
+	}, nil
 }
 
 // notifying publishes a "message.new" event for each message ingest created,
@@ -100,7 +107,15 @@ func (a *app) startMilter(rt *runtime, ing milter.Ingester) error {
 }
 
 func (a *app) startLookupd(rt *runtime) error {
-	srv, err := lookupd.New(a.resolver(rt.store), lookupd.Config{Log: a.log.With("role", "lookupd"), Registerer: rt.reg})
+	r, err := a.resolver(rt.store)
+	if err != nil {
+		return err
+	}
+	q, err := a.quotaChecker(rt.store)
+	if err != nil {
+		return err
+	}
+	srv, err := lookupd.New(r, lookupd.Config{Log: a.log.With("role", "lookupd"), Registerer: rt.reg, Quota: q})
 	if err != nil {
 		return err
 	}
@@ -154,7 +169,10 @@ func (a *app) serve(ctx context.Context, _ []string) error {
 	}
 	defer done()
 	hub := api.NewHub()
-	ing := a.ingester(rt.store)
+	ing, err := a.ingester(rt.store)
+	if err != nil {
+		return err
+	}
 	for _, start := range []func() error{
 		func() error { return a.startLookupd(rt) },
 		func() error { return a.startMilter(rt, notifying{ing, hub}) },
@@ -175,7 +193,11 @@ func (a *app) milterRole(ctx context.Context, _ []string) error {
 		return err
 	}
 	defer done()
-	if err := a.startMilter(rt, a.ingester(rt.store)); err != nil {
+	ing, err := a.ingester(rt.store)
+	if err == nil {
+		err = a.startMilter(rt, ing)
+	}
+	if err != nil {
 		rt.group.Go(func() error { return err })
 	}
 	return a.wait(rt)
@@ -203,7 +225,11 @@ func (a *app) apiRole(ctx context.Context, _ []string) error {
 	defer done()
 	// Events reach only clients of this process: new mail stored by a
 	// separate milter process is seen on the next list request.
-	if err := a.startAPI(rt, a.ingester(rt.store), api.NewHub()); err != nil {
+	ing, err := a.ingester(rt.store)
+	if err == nil {
+		err = a.startAPI(rt, ing, api.NewHub())
+	}
+	if err != nil {
 		rt.group.Go(func() error { return err })
 	}
 	return a.wait(rt)
@@ -258,7 +284,11 @@ func (a *app) deliver(ctx context.Context, args []string) (err error) {
 		return &exitError{exTempFail, err}
 	}
 	defer st.Close()
-	res, err := a.ingester(st).Ingest(ctx, env, raw)
+	ing, err := a.ingester(st)
+	if err != nil {
+		return &exitError{exTempFail, err}
+	}
+	res, err := ing.Ingest(ctx, env, raw)
 	if err != nil {
 		return &exitError{exTempFail, fmt.Errorf("deliver: %w", err)}
 	}

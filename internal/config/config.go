@@ -34,9 +34,12 @@ type Config struct {
 }
 
 type Store struct {
-	Engine    string    `toml:"engine"` // "embedded" or "cassandra"
-	Path      string    `toml:"path"`   // embedded file; default DATA_DIR/caliopen.db
-	Cassandra Cassandra `toml:"cassandra"`
+	Engine string `toml:"engine"` // "embedded" or "cassandra"
+	Path   string `toml:"path"`   // embedded file; default DATA_DIR/caliopen.db
+	// DefaultQuota is a user's mailbox quota unless set for them (caliopen
+	// user quota); 0: unlimited.
+	DefaultQuota Size      `toml:"default_quota"`
+	Cassandra    Cassandra `toml:"cassandra"`
 }
 
 type Cassandra struct {

@@ -46,6 +46,7 @@ import (
 	"time"
 
 	gocql "github.com/apache/cassandra-gocql-driver/v2"
+	"github.com/google/uuid"
 
 	"github.com/caliopen/caliopen/store"
 )
@@ -275,6 +276,19 @@ func isUnavailable(err error) bool {
 	}
 	return false
 }
+
+func gu(u uuid.UUID) gocql.UUID { return gocql.UUID(u) }
+func ug(u gocql.UUID) uuid.UUID { return uuid.UUID(u) }
+
+// casScan runs a lightweight transaction and reports whether it applied;
+// prev receives the existing row's columns when it did not.
+func casScan(q *gocql.Query) (applied bool, prev map[string]any, err error) {
+	prev = map[string]any{}
+	applied, err = q.MapScanCAS(prev)
+	return applied, prev, err
+}
+
+func isNotFound(err error) bool { return errors.Is(err, store.ErrNotFound) }
 
 // wrap maps a driver error to the store's vocabulary; what is an unexpected
 // failure stays wrapped as is so the cause is never lost.

@@ -3,9 +3,7 @@ package cassandra
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"sort"
 	"strings"
 	"time"
 
@@ -14,16 +12,6 @@ import (
 
 	"github.com/caliopen/caliopen/store"
 )
-
-func isNotFound(err error) bool { return errors.Is(err, store.ErrNotFound) }
-
-func sortDomains(ds []store.Domain) {
-	sort.Slice(ds, func(i, j int) bool { return ds[i].Name < ds[j].Name })
-}
-
-func sortUsers(us []store.User) {
-	sort.Slice(us, func(i, j int) bool { return us[i].Name < us[j].Name })
-}
 
 // channelKey is a contact channel in its canonical form: email addresses are
 // case-insensitive, other protocols keep their case.

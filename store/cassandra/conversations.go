@@ -72,8 +72,7 @@ func (st *Store) GetOrCreateConversation(ctx context.Context, c store.Conversati
 	}
 	// What was just written: no need to read it back.
 	c.CreatedAt = fromNanos(sortNanos(c.CreatedAt))
-	c.LastActivity, c.LastMessageID, c.Excerpt = c.CreatedAt, uuid.Nil, ""
-	c.MessageCount, c.UnreadCount, c.Protocols = 0, 0, nil
+	c = c.EmptySummary()
 	return c, nil
 }
 
@@ -137,7 +136,7 @@ func (st *Store) GetConversation(ctx context.Context, userID, id uuid.UUID) (sto
 	if err != nil && !isNotFound(wrap(op, err)) {
 		return store.Conversation{}, wrap(op, err)
 	}
-	c.MessageCount, c.UnreadCount = int(max(messages, 0)), int(max(unread, 0))
+	c.SetCounts(messages, unread)
 	return c, nil
 }
 
@@ -224,7 +223,7 @@ func (st *Store) conversationsChunk(ctx context.Context, userID uuid.UUID, ids [
 	}
 	for id, c := range out {
 		n := counters[id]
-		c.MessageCount, c.UnreadCount = int(max(n.messages, 0)), int(max(n.unread, 0))
+		c.SetCounts(n.messages, n.unread)
 		out[id] = c
 	}
 	return out, nil

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"sort"
 	"strings"
 	"time"
 
@@ -13,15 +14,12 @@ import (
 	"github.com/caliopen/caliopen/store"
 )
 
-func gu(u uuid.UUID) gocql.UUID { return gocql.UUID(u) }
-func ug(u gocql.UUID) uuid.UUID { return uuid.UUID(u) }
+func sortDomains(ds []store.Domain) {
+	sort.Slice(ds, func(i, j int) bool { return ds[i].Name < ds[j].Name })
+}
 
-// casScan runs a lightweight transaction and reports whether it applied;
-// prev receives the existing row's columns when it did not.
-func casScan(q *gocql.Query) (applied bool, prev map[string]any, err error) {
-	prev = map[string]any{}
-	applied, err = q.MapScanCAS(prev)
-	return applied, prev, err
+func sortUsers(us []store.User) {
+	sort.Slice(us, func(i, j int) bool { return us[i].Name < us[j].Name })
 }
 
 // ---- Domains ----
@@ -113,7 +111,7 @@ func (st *Store) CreateUser(ctx context.Context, u store.User) error {
 	if u.CreatedAt.IsZero() {
 		u.CreatedAt = time.Now()
 	}
-	setup, err := json.Marshal(setupRecord(u.Setup))
+	setup, err := json.Marshal(userSetup{setupRecord(u.Setup), u.Quota})
 	if err != nil {
 		return fmt.Errorf("create user: encode setup: %w", err)
 	}
@@ -158,6 +156,13 @@ type setupRecord struct {
 	PublicKey        string `json:"public_key,omitempty"`
 }
 
+// userSetup is the users.setup column: the account set-up, plus the fields
+// of store.User that have no column of their own (JSON needs no migration).
+type userSetup struct {
+	setupRecord
+	Quota int64 `json:"quota,omitempty"`
+}
+
 const userCols = `id, name, display_name, password_hash, created_at, setup`
 
 func scanUser(sc interface{ Scan(...any) error }) (store.User, error) {
@@ -172,11 +177,11 @@ func scanUser(sc interface{ Scan(...any) error }) (store.User, error) {
 	}
 	u.ID, u.CreatedAt = ug(id), fromNanos(created)
 	if len(setup) > 0 {
-		var rec setupRecord
+		var rec userSetup
 		if err := json.Unmarshal(setup, &rec); err != nil {
 			return u, fmt.Errorf("decode setup of user %s: %w", u.ID, err)
 		}
-		u.Setup = store.AccountSetup(rec)
+		u.Setup, u.Quota = store.AccountSetup(rec.setupRecord), rec.Quota
 	}
 	return u, nil
 }
@@ -226,7 +231,7 @@ func (st *Store) UpdateUser(ctx context.Context, u store.User) error {
 	if u.Name != "" && u.Name != cur.Name {
 		return fmt.Errorf("update user %s: %w: the name cannot change", u.ID, store.ErrInvalid)
 	}
-	setup, err := json.Marshal(setupRecord(u.Setup))
+	setup, err := json.Marshal(userSetup{setupRecord(u.Setup), u.Quota})
 	if err != nil {
 		return fmt.Errorf("update user: encode setup: %w", err)
 	}
@@ -435,137 +440,4 @@ func (st *Store) RemoveAlias(ctx context.Context, address string) error {
 	b.Query(`DELETE FROM aliases WHERE address = ?`, a.Address)
 	b.Query(`DELETE FROM aliases_by_domain WHERE domain = ? AND address = ?`, store.AddressDomain(a.Address), a.Address)
 	return wrap("remove alias "+a.Address, b.Exec())
-}
-
-// ---- Tokens ----
-
-func (st *Store) PutToken(ctx context.Context, t store.Token) error {
-	if t.Hash == "" || t.UserID == uuid.Nil {
-		return fmt.Errorf("put token: %w: hash and user are required", store.ErrInvalid)
-	}
-	if t.CreatedAt.IsZero() {
-		t.CreatedAt = time.Now()
-	}
-	// TTL in whole seconds, rounded up; GetToken also checks ExpiresAt, so the
-	// row outliving the token by under a second is harmless.
-	ttl := int(time.Until(t.ExpiresAt).Seconds()) + 1
-	if t.ExpiresAt.IsZero() || ttl <= 0 {
-		return fmt.Errorf("put token: %w: already expired", store.ErrInvalid)
-	}
-	b := st.s.Batch(gocql.LoggedBatch).WithContext(ctx)
-	b.Query(`INSERT INTO tokens (hash, user_id, created_at, expires_at) VALUES (?, ?, ?, ?) USING TTL ?`,
-		t.Hash, gu(t.UserID), tn(t.CreatedAt), tn(t.ExpiresAt), ttl)
-	b.Query(`INSERT INTO tokens_by_user (user_id, hash) VALUES (?, ?) USING TTL ?`, gu(t.UserID), t.Hash, ttl)
-	return wrap("put token", b.Exec())
-}
-
-func (st *Store) GetToken(ctx context.Context, hash string) (store.Token, error) {
-	var (
-		uid              gocql.UUID
-		created, expires int64
-	)
-	if err := st.q(ctx, `SELECT user_id, created_at, expires_at FROM tokens WHERE hash = ?`, hash).
-		Scan(&uid, &created, &expires); err != nil {
-		return store.Token{}, wrap("get token", err)
-	}
-	t := store.Token{Hash: hash, UserID: ug(uid), CreatedAt: fromNanos(created), ExpiresAt: fromNanos(expires)}
-	if !t.ExpiresAt.After(time.Now()) {
-		return store.Token{}, fmt.Errorf("get token: expired: %w", store.ErrNotFound)
-	}
-	return t, nil
-}
-
-func (st *Store) DeleteToken(ctx context.Context, hash string) error {
-	var uid gocql.UUID
-	if err := st.q(ctx, `SELECT user_id FROM tokens WHERE hash = ?`, hash).Scan(&uid); err != nil {
-		return wrap("delete token", err)
-	}
-	b := st.s.Batch(gocql.LoggedBatch).WithContext(ctx)
-	b.Query(`DELETE FROM tokens WHERE hash = ?`, hash)
-	b.Query(`DELETE FROM tokens_by_user WHERE user_id = ? AND hash = ?`, uid, hash)
-	return wrap("delete token", b.Exec())
-}
-
-func (st *Store) DeleteUserTokens(ctx context.Context, userID uuid.UUID, except string) error {
-	const op = "delete user tokens"
-	iter := st.q(ctx, `SELECT hash FROM tokens_by_user WHERE user_id = ?`, gu(userID)).Iter()
-	var h string
-	var hashes []string
-	for iter.Scan(&h) {
-		if h != except {
-			hashes = append(hashes, h)
-		}
-	}
-	if err := iter.Close(); err != nil {
-		return wrap(op, err)
-	}
-	for _, h := range hashes {
-		b := st.s.Batch(gocql.LoggedBatch).WithContext(ctx)
-		b.Query(`DELETE FROM tokens WHERE hash = ?`, h)
-		b.Query(`DELETE FROM tokens_by_user WHERE user_id = ? AND hash = ?`, gu(userID), h)
-		if err := b.Exec(); err != nil {
-			return wrap(op, err)
-		}
-	}
-	return nil
-}
-
-// ---- Blobs ----
-
-func (st *Store) PutBlob(ctx context.Context, data []byte) (string, error) {
-	hash := store.BlobHash(data)
-	var size int64
-	err := st.q(ctx, `SELECT size FROM blob_meta WHERE hash = ?`, hash).Scan(&size)
-	if err == nil {
-		return hash, nil // content-addressed: already there means identical
-	}
-	if err = wrap("put blob", err); !isNotFound(err) {
-		return "", err
-	}
-	// At least one chunk, so the empty blob reads back like any other.
-	chunks := max(1, (len(data)+store.BlobChunkSize-1)/store.BlobChunkSize)
-	if _, err := parallel(ctx, chunks, func(ctx context.Context, i int) (struct{}, bool, error) {
-		off := i * store.BlobChunkSize
-		end := min(off+store.BlobChunkSize, len(data))
-		err := st.q(ctx, `INSERT INTO blob_chunks (hash, chunk, data) VALUES (?, ?, ?)`, hash, i, data[off:end]).Idempotent(true).Exec()
-		return struct{}{}, false, err
-	}); err != nil {
-		return "", wrap("put blob", err)
-	}
-	// Written last: a blob is visible only once all its chunks are.
-	if err := st.q(ctx, `INSERT INTO blob_meta (hash, size, chunks) VALUES (?, ?, ?)`,
-		hash, int64(len(data)), chunks).Idempotent(true).Exec(); err != nil {
-		return "", wrap("put blob", err)
-	}
-	return hash, nil
-}
-
-func (st *Store) GetBlob(ctx context.Context, hash string) ([]byte, error) {
-	hash = strings.ToLower(hash)
-	var (
-		size   int64
-		chunks int
-	)
-	if err := st.q(ctx, `SELECT size, chunks FROM blob_meta WHERE hash = ?`, hash).Scan(&size, &chunks); err != nil {
-		return nil, wrap("get blob "+hash, err)
-	}
-	parts, err := parallel(ctx, chunks, func(ctx context.Context, i int) ([]byte, bool, error) {
-		var part []byte
-		err := st.q(ctx, `SELECT data FROM blob_chunks WHERE hash = ? AND chunk = ?`, hash, i).Idempotent(true).Scan(&part)
-		if err != nil {
-			return nil, false, fmt.Errorf("chunk %d: %w", i, err)
-		}
-		return part, true, nil
-	})
-	if err != nil {
-		return nil, wrap("get blob "+hash, err)
-	}
-	out := make([]byte, 0, size)
-	for _, p := range parts {
-		out = append(out, *p...)
-	}
-	if int64(len(out)) != size || store.BlobHash(out) != hash {
-		return nil, fmt.Errorf("get blob %s: stored bytes do not match their hash", hash)
-	}
-	return out, nil
 }

@@ -149,18 +149,12 @@ func (st *Store) PutMessage(ctx context.Context, m store.Message) (store.Message
 	// Only the winner counts the message, exactly once: counter updates are
 	// not idempotent, so the driver never retries them, and a caller's retry
 	// takes the duplicate path, which re-indexes but does not count.
-	unread := 0
-	if !m.Flags.Read {
-		unread = 1
-	}
-	var countErr error
-	wg.Go(func() {
-		countErr = st.q(ctx, `UPDATE conversation_counters SET messages = messages + 1, unread = unread + ? WHERE user_id = ? AND conversation_id = ?`,
-			unread, gu(m.UserID), gu(m.ConversationID)).Exec()
-	})
+	var countErr, refErr error
+	wg.Go(func() { countErr = st.addCounts(ctx, m.UserID, m.ConversationID, store.PutDelta(m)) })
+	wg.Go(func() { refErr = st.messageStored(ctx, m) })
 	idxErr := st.indexMessage(ctx, m, conv)
 	wg.Wait()
-	if err := errors.Join(idxErr, countErr); err != nil {
+	if err := errors.Join(idxErr, countErr, refErr); err != nil {
 		return store.Message{}, false, wrap(op, err)
 	}
 	return m, true, nil
@@ -210,14 +204,23 @@ func (st *Store) indexMessage(ctx context.Context, m store.Message, conv store.C
 // timestamp = m's received_at so that the newest message wins whatever order
 // concurrent writers land in (and an older, imported message never wins).
 func (st *Store) writeSummary(ctx context.Context, m store.Message) error {
+	d := store.PutDelta(m)
+	id, excerpt := store.LatestOf(&m)
 	b := st.s.Batch(gocql.UnloggedBatch).WithContext(ctx) // one partition: applied together
 	b.Query(`UPDATE conversations USING TIMESTAMP ? SET last_activity = ?, last_message_id = ?, excerpt = ? WHERE user_id = ? AND id = ?`,
-		micros(m.ReceivedAt), sortNanos(m.ReceivedAt), gu(m.ID), m.Excerpt, gu(m.UserID), gu(m.ConversationID))
-	if m.Protocol != "" {
+		micros(m.ReceivedAt), sortNanos(d.Activity), gu(id), excerpt, gu(m.UserID), gu(m.ConversationID))
+	if d.Protocol != "" {
 		b.Query(`UPDATE conversations SET protocols = protocols + ? WHERE user_id = ? AND id = ?`,
-			[]string{m.Protocol}, gu(m.UserID), gu(m.ConversationID))
+			[]string{d.Protocol}, gu(m.UserID), gu(m.ConversationID))
 	}
 	return b.Exec()
+}
+
+// addCounts applies d's counts to the conversation's counters. Counter
+// updates are not idempotent: the driver never retries them.
+func (st *Store) addCounts(ctx context.Context, userID, convID uuid.UUID, d store.SummaryDelta) error {
+	return st.q(ctx, `UPDATE conversation_counters SET messages = messages + ?, unread = unread + ? WHERE user_id = ? AND conversation_id = ?`,
+		int64(d.Messages), int64(d.Unread), gu(userID), gu(convID)).Exec()
 }
 
 func (st *Store) byDedupKey(ctx context.Context, userID uuid.UUID, key string) (store.Message, error) {
@@ -387,15 +390,11 @@ func (st *Store) SetFlags(ctx context.Context, userID, id uuid.UUID, f store.Fla
 		if !ok {
 			continue // read flag changed under us (or the message went): look again
 		}
-		if m.Flags.Read == f.Read {
+		d := store.FlagsDelta(m.Flags, f)
+		if d.Unread == 0 {
 			return nil
 		}
-		delta := -1
-		if !f.Read {
-			delta = 1
-		}
-		return wrap(op, st.q(ctx, `UPDATE conversation_counters SET unread = unread + ? WHERE user_id = ? AND conversation_id = ?`,
-			delta, gu(userID), gu(m.ConversationID)).Exec())
+		return wrap(op, st.addCounts(ctx, userID, m.ConversationID, d))
 	}
 	return fmt.Errorf("%s: %w: too much contention on the message", op, store.ErrUnavailable)
 }
@@ -457,8 +456,9 @@ func (st *Store) DeleteMessage(ctx context.Context, userID, id uuid.UUID) error 
 		excerpt *string
 	)
 	if prev != nil {
-		g := gu(prev.ID)
-		lastID, excerpt = &g, &prev.Excerpt
+		id, ex := store.LatestOf(prev)
+		g := gu(id)
+		lastID, excerpt = &g, &ex
 	}
 	return wrap(op, st.q(ctx, `UPDATE conversations USING TIMESTAMP ? SET last_message_id = ?, excerpt = ? WHERE user_id = ? AND id = ?`,
 		micros(m.ReceivedAt)+1, lastID, excerpt, gu(userID), gu(m.ConversationID)).Exec())
@@ -477,12 +477,10 @@ func (st *Store) dropMessage(ctx context.Context, m store.Message) error {
 	if !ok {
 		return fmt.Errorf("%s: %w", op, store.ErrNotFound)
 	}
-	unread := 0
-	if !m.Flags.Read {
-		unread = 1
+	if err := st.addCounts(ctx, userID, m.ConversationID, store.DeleteDelta(m)); err != nil {
+		return wrap(op, err)
 	}
-	if err := st.q(ctx, `UPDATE conversation_counters SET messages = messages - 1, unread = unread - ? WHERE user_id = ? AND conversation_id = ?`,
-		unread, gu(userID), gu(m.ConversationID)).Exec(); err != nil {
+	if err := st.messageGone(ctx, m); err != nil {
 		return wrap(op, err)
 	}
 	if _, _, err := casScan(st.q(ctx, `DELETE FROM message_dedup WHERE user_id = ? AND dedup_key = ? IF id = ?`,

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/google/uuid"
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/caliopen/caliopen/store"
@@ -95,4 +96,116 @@ func (s *Store) GetBlob(ctx context.Context, hash string) ([]byte, error) {
 		return nil, err
 	}
 	return out, nil
+}
+
+// A blob lives as long as a message uses it: bBlobRefs counts the messages,
+// of every user, whose RawHash it is. Storing a message takes a reference;
+// deleting it (alone, with its conversation or with its user) gives it back,
+// and the last one deletes the blob. bUsage keeps each user's bytes (the sum
+// of their messages' RawSize) for the quota, in the same transactions.
+
+// messageStored takes m's blob reference and counts its bytes.
+func messageStored(tx *bolt.Tx, m store.Message) error {
+	if m.RawHash != "" {
+		if err := addCount(tx.Bucket(bBlobRefs), []byte(m.RawHash), 1); err != nil {
+			return err
+		}
+	}
+	return addCount(tx.Bucket(bUsage), idKey(m.UserID), m.RawSize)
+}
+
+// messageGone gives back what messageStored took, deleting the blob with its
+// last reference.
+func messageGone(tx *bolt.Tx, m store.Message) error {
+	if err := addCount(tx.Bucket(bUsage), idKey(m.UserID), -m.RawSize); err != nil {
+		return err
+	}
+	if m.RawHash == "" {
+		return nil
+	}
+	refs := tx.Bucket(bBlobRefs)
+	if err := addCount(refs, []byte(m.RawHash), -1); err != nil {
+		return err
+	}
+	if refs.Get([]byte(m.RawHash)) != nil {
+		return nil
+	}
+	return deleteBlob(tx.Bucket(bBlobs), []byte(m.RawHash))
+}
+
+// deleteBlob deletes the blob's size entry and its chunks.
+func deleteBlob(b *bolt.Bucket, hash []byte) error {
+	if b.Get(hash) == nil {
+		return nil // never stored (or a test's made-up hash)
+	}
+	for i := 0; ; i++ {
+		k := blobChunkKey(hash, i)
+		if b.Get(k) == nil {
+			break
+		}
+		if err := b.Delete(k); err != nil {
+			return err
+		}
+	}
+	return b.Delete(hash)
+}
+
+// addCount adds delta to the uint64 under key; a count that reaches zero
+// (or would go below) is deleted.
+func addCount(b *bolt.Bucket, key []byte, delta int64) error {
+	if delta == 0 {
+		return nil
+	}
+	var n int64
+	if v := b.Get(key); len(v) == 8 {
+		n = int64(binary.BigEndian.Uint64(v))
+	}
+	n += delta
+	if n <= 0 {
+		return b.Delete(key)
+	}
+	return b.Put(key, binary.BigEndian.AppendUint64(nil, uint64(n)))
+}
+
+// getCount reads a count kept by addCount.
+func getCount(b *bolt.Bucket, key []byte) int64 {
+	if v := b.Get(key); len(v) == 8 {
+		return int64(binary.BigEndian.Uint64(v))
+	}
+	return 0
+}
+
+// countRefs fills bBlobRefs and bUsage from the stored messages: files
+// written before schema 2 kept neither.
+func countRefs(tx *bolt.Tx) error {
+	users := tx.Bucket(bMailboxes)
+	return users.ForEach(func(uid, _ []byte) error {
+		ub := users.Bucket(uid)
+		if ub == nil {
+			return nil
+		}
+		msgs := ub.Bucket(mbMessages)
+		if msgs == nil {
+			return errNoSuchBucket
+		}
+		return msgs.ForEach(func(k, _ []byte) error {
+			if len(k) != len(uuid.UUID{}) {
+				return nil // a segment of a long value (segments.go)
+			}
+			m, found, err := getMessageRecord(msgs, k)
+			if err != nil || !found {
+				return err
+			}
+			return messageStored(tx, m)
+		})
+	})
+}
+
+func (s *Store) Usage(ctx context.Context, userID uuid.UUID) (int64, error) {
+	var n int64
+	err := s.view(ctx, "usage", func(tx *bolt.Tx) error {
+		n = getCount(tx.Bucket(bUsage), idKey(userID))
+		return nil
+	})
+	return n, err
 }

@@ -27,8 +27,7 @@ func (s *Store) GetOrCreateConversation(ctx context.Context, c store.Conversatio
 	if c.CreatedAt.IsZero() {
 		c.CreatedAt = now()
 	}
-	c.LastActivity = c.CreatedAt
-	c.LastMessageID, c.Excerpt, c.MessageCount, c.UnreadCount, c.Protocols = uuid.Nil, "", 0, 0, nil
+	c = c.EmptySummary()
 
 	var out store.Conversation
 	err := s.update(ctx, "get or create conversation", func(tx *bolt.Tx) error {
@@ -235,6 +234,9 @@ func (s *Store) DeleteConversation(ctx context.Context, userID, id uuid.UUID) er
 			}
 			if found {
 				if err := unindexMessage(mb, m); err != nil {
+					return err
+				}
+				if err := messageGone(tx, m); err != nil {
 					return err
 				}
 			} else if err := mb.convMessages.Delete(k); err != nil {

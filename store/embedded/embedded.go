@@ -29,7 +29,9 @@ import (
 
 // schemaVersion is the layout this code reads and writes. Bump it, with a
 // migration in Open, when a bucket or key format changes.
-const schemaVersion = 1
+//
+// 2: blob reference counts (bBlobRefs) and per-user usage (bUsage).
+const schemaVersion = 2
 
 // DefaultLockTimeout is how long Open waits for another process to release
 // the file lock before giving up.
@@ -131,6 +133,11 @@ func initSchema(db *bolt.DB) error {
 			return fmt.Errorf("unreadable schema version %x: not a Caliopen store file?", v)
 		case v[0] > schemaVersion:
 			return fmt.Errorf("schema version %d is newer than this program's (%d): upgrade Caliopen", v[0], schemaVersion)
+		case v[0] < 2:
+			if err := countRefs(tx); err != nil {
+				return fmt.Errorf("migrate to schema 2: %w", err)
+			}
+			return meta.Put(keySchema, []byte{schemaVersion})
 		}
 		return nil
 	})

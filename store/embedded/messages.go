@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"slices"
 
 	"github.com/google/uuid"
 	bolt "go.etcd.io/bbolt"
@@ -77,20 +76,13 @@ func (s *Store) PutMessage(ctx context.Context, m store.Message) (store.Message,
 		if err := indexMessage(mb, m, dedup); err != nil {
 			return err
 		}
+		if err := messageStored(tx, m); err != nil {
+			return err
+		}
 
-		next := conv
-		next.MessageCount++
-		if !m.Flags.Read {
-			next.UnreadCount++
-		}
-		if m.ReceivedAt.After(next.LastActivity) {
-			next.LastActivity = m.ReceivedAt
-		}
-		if m.Protocol != "" && !slices.Contains(next.Protocols, m.Protocol) {
-			next.Protocols = append(slices.Clone(next.Protocols), m.Protocol)
-		}
+		next := conv.Apply(store.PutDelta(m))
 		if newest, _ := page(mb.convMessages.Cursor(), m.ConversationID[:], nil, 1); len(newest) == 1 && orderKeyID(newest[0]) == m.ID {
-			next.LastMessageID, next.Excerpt = m.ID, m.Excerpt
+			next = next.WithLatest(&m)
 		}
 		if err := putConversation(mb, next, conv); err != nil {
 			return err
@@ -259,12 +251,7 @@ func (s *Store) changeMessage(ctx context.Context, op string, userID, id uuid.UU
 
 func (s *Store) SetFlags(ctx context.Context, userID, id uuid.UUID, f store.Flags) error {
 	return s.changeMessage(ctx, "set flags", userID, id, func(m *store.Message, c *store.Conversation) {
-		switch {
-		case m.Flags.Read && !f.Read:
-			c.UnreadCount++
-		case !m.Flags.Read && f.Read:
-			c.UnreadCount = max(0, c.UnreadCount-1)
-		}
+		*c = c.Apply(store.FlagsDelta(m.Flags, f))
 		m.Flags = f
 	})
 }
@@ -291,26 +278,24 @@ func (s *Store) DeleteMessage(ctx context.Context, userID, id uuid.UUID) error {
 		if err := unindexMessage(mb, m); err != nil {
 			return err
 		}
+		if err := messageGone(tx, m); err != nil {
+			return err
+		}
 		conv, err := getConversation(mb, m.ConversationID)
 		if err != nil {
 			return fmt.Errorf("message %s: %w", id, err)
 		}
-		next := conv
-		next.MessageCount = max(0, next.MessageCount-1)
-		if !m.Flags.Read {
-			next.UnreadCount = max(0, next.UnreadCount-1)
-		}
-		// LastActivity stays: deleting is not activity, and the list order
-		// must not jump under the user. The summary shows the newest left.
-		if next.LastMessageID == m.ID {
-			next.LastMessageID, next.Excerpt = uuid.Nil, ""
+		next := conv.Apply(store.DeleteDelta(m))
+		if next.LastMessageID == m.ID { // the summary shows the newest left
+			var latest *store.Message
 			if newest, _ := page(mb.convMessages.Cursor(), m.ConversationID[:], nil, 1); len(newest) == 1 {
 				last, err := getMessage(mb, orderKeyID(newest[0]))
 				if err != nil {
 					return err
 				}
-				next.LastMessageID, next.Excerpt = last.ID, last.Excerpt
+				latest = &last
 			}
+			next = next.WithLatest(latest)
 		}
 		return putConversation(mb, next, conv)
 	})

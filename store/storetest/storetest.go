@@ -79,6 +79,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"DeleteConversation", testDeleteConversation},
 		{"Isolation", testIsolation},
 		{"Blobs", testBlobs},
+		{"BlobReferences", testBlobReferences},
 		{"Tokens", testTokens},
 		{"DeleteUserTokens", testDeleteUserTokens},
 		{"DeleteUser", testDeleteUser},

@@ -27,9 +27,11 @@ var (
 	bBlobs       = []byte("blobs")       // hash → size (uint64); hash ‖ uint32 index → chunk
 	bTokens      = []byte("tokens")      // hash → Token
 	bTokenExpiry = []byte("tokenexpiry") // expiry time ‖ hash → nil, for purging
+	bBlobRefs    = []byte("blobrefs")    // hash → uint64: messages (of all users) whose raw bytes it is
+	bUsage       = []byte("usage")       // user ID → uint64: bytes of the user's messages (RawSize)
 
 	topBuckets = [][]byte{bMeta, bDomains, bUsers, bUserNames, bAddresses, bDomainAddrs,
-		bAliases, bMailboxes, bBlobs, bTokens, bTokenExpiry}
+		bAliases, bMailboxes, bBlobs, bTokens, bTokenExpiry, bBlobRefs, bUsage}
 
 	keySchema = []byte("schema")
 )

@@ -1,0 +1,99 @@
+package embedded_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/caliopen/caliopen/store"
+	"github.com/caliopen/caliopen/store/embedded"
+)
+
+// TestCompactRemovesDeletedMail: a deleted message (its record and its raw
+// blob) is still in the file's bytes after the delete, and gone from them
+// after Compact, which keeps every live message whole.
+func TestCompactRemovesDeletedMail(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "caliopen.db")
+	marker := "MARKER-" + uuid.NewString()
+	keep := "KEEP-" + uuid.NewString()
+	s, err := embedded.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := store.User{ID: uuid.Must(uuid.NewV7()), Name: "alice", CreatedAt: time.Now()}
+	must(t, s.CreateUser(ctx, u))
+	conv, err := s.GetOrCreateConversation(ctx, store.Conversation{UserID: u.ID, Key: "k"})
+	must(t, err)
+	put := func(word string, n int) store.Message {
+		raw := []byte("Subject: x\r\n\r\n" + strings.Repeat(word+" ", n))
+		hash, err := s.PutBlob(ctx, raw)
+		must(t, err)
+		m, _, err := s.PutMessage(ctx, store.Message{UserID: u.ID, ConversationID: conv.ID, DedupKey: word,
+			TextBody: "body " + word, Excerpt: word, RawHash: hash, RawSize: int64(len(raw))})
+		must(t, err)
+		return m
+	}
+	gone, kept := put(marker, 50000), put(keep, 2000) // megabytes deleted, kilobytes kept
+	must(t, s.DeleteMessage(ctx, u.ID, gone.ID))
+
+	// While the server has the file, compaction refuses at once.
+	if _, err := embedded.Compact(path); !errors.Is(err, store.ErrUnavailable) || !strings.Contains(err.Error(), "running server") {
+		t.Fatalf("Compact of an open file: %v, want a refusal naming the running server", err)
+	}
+	must(t, s.Close())
+	if onDisk(t, path, marker) == 0 {
+		t.Fatal("the deleted message's bytes are not in the file before compaction: the test proves nothing")
+	}
+
+	stats, err := embedded.Compact(path)
+	must(t, err)
+	if n := onDisk(t, path, marker); n != 0 {
+		t.Fatalf("after compaction the deleted message is still in the file (%d times)", n)
+	}
+	if onDisk(t, path, keep) == 0 || stats.After >= stats.Before {
+		t.Fatalf("compaction: kept message on disk %d times; size %d -> %d", onDisk(t, path, keep), stats.Before, stats.After)
+	}
+	if _, err := os.Stat(path + ".compact"); !os.IsNotExist(err) {
+		t.Errorf("temporary file left behind: %v", err)
+	}
+
+	s, err = embedded.Open(path)
+	must(t, err)
+	defer s.Close()
+	m, err := s.GetMessage(ctx, u.ID, kept.ID)
+	must(t, err)
+	raw, err := s.GetBlob(ctx, m.RawHash)
+	must(t, err)
+	if !bytes.Contains(raw, []byte(keep)) || m.TextBody != "body "+keep {
+		t.Fatalf("kept message damaged by compaction: %q", m.TextBody)
+	}
+	if _, err := s.GetMessage(ctx, u.ID, gone.ID); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("deleted message after compaction: %v", err)
+	}
+	if n, err := s.Usage(ctx, u.ID); err != nil || n != kept.RawSize {
+		t.Fatalf("usage after compaction: %d, %v; want %d", n, err, kept.RawSize)
+	}
+}
+
+// onDisk counts the occurrences of s in the file's bytes.
+func onDisk(t *testing.T, path, s string) int {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	must(t, err)
+	return bytes.Count(b, []byte(s))
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
