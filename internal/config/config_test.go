@@ -58,8 +58,8 @@ func TestExampleIsTheDefault(t *testing.T) {
 				got.Milter.Listen, m)
 		}
 	}
-	if len(maps) != 4 || !maps["domains"] || !maps["mailboxes"] || !maps["aliases"] || !maps["senders"] {
-		t.Errorf("contrib/postfix/main.cf asks lookupd for maps %v, want domains, mailboxes, aliases and senders", maps)
+	if len(maps) != 5 || !maps["domains"] || !maps["mailboxes"] || !maps["aliases"] || !maps["senders"] || !maps["quota"] {
+		t.Errorf("contrib/postfix/main.cf asks lookupd for maps %v, want domains, mailboxes, aliases, senders and quota", maps)
 	}
 	got.Milter.Listen = Default().Milter.Listen
 	got.Lookupd.Socketmap = Default().Lookupd.Socketmap
