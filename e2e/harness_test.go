@@ -49,7 +49,7 @@ func TestMain(m *testing.M) {
 }
 
 // caliopenBinary builds ./cmd/caliopen once and returns its path.
-func caliopenBinary(t *testing.T) string {
+func caliopenBinary(t testing.TB) string {
 	t.Helper()
 	buildOnce.Do(func() {
 		dir, err := os.MkdirTemp("", "caliopen-e2e-bin-")
@@ -75,7 +75,7 @@ func caliopenBinary(t *testing.T) string {
 }
 
 // requireE2E skips end-to-end tests in -short mode.
-func requireE2E(t *testing.T) {
+func requireE2E(t testing.TB) {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("end-to-end test: skipped in -short mode")
@@ -88,7 +88,7 @@ func repoRoot() string {
 }
 
 // requireTool skips (or fails under CI) when an external program is missing.
-func requireTool(t *testing.T, names ...string) {
+func requireTool(t testing.TB, names ...string) {
 	t.Helper()
 	for _, n := range names {
 		if _, err := exec.LookPath(n); err != nil {
@@ -100,7 +100,7 @@ func requireTool(t *testing.T, names ...string) {
 	}
 }
 
-func freeAddr(t *testing.T) string { return postfixtest.FreeAddr(t) }
+func freeAddr(t testing.TB) string { return postfixtest.FreeAddr(t) }
 
 // baseEnv is the parent's environment without CALIOPEN_* variables: the
 // binary refuses a CALIOPEN_ variable that names no key (such as the test
@@ -118,11 +118,11 @@ func baseEnv() []string {
 // node is one caliopen configuration: the environment every command and
 // role of one deployment shares.
 type node struct {
-	t   *testing.T
+	t   testing.TB
 	env []string // CALIOPEN_* settings
 }
 
-func newNode(t *testing.T, settings map[string]string) *node {
+func newNode(t testing.TB, settings map[string]string) *node {
 	caliopenBinary(t)
 	n := &node{t: t}
 	for k, v := range settings {
@@ -175,7 +175,7 @@ func (s *syncBuffer) String() string {
 
 // proc is one running role.
 type proc struct {
-	t      *testing.T
+	t      testing.TB
 	name   string
 	cmd    *exec.Cmd
 	out    *syncBuffer
@@ -285,7 +285,7 @@ func (p *proc) waitListening(addr string, timeout time.Duration) {
 }
 
 // waitFor polls cond until it holds or the timeout expires.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() (bool, string)) {
+func waitFor(t testing.TB, timeout time.Duration, what string, cond func() (bool, string)) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	last := ""
@@ -313,7 +313,7 @@ type dnsServer struct {
 	srvs []*dns.Server
 }
 
-func startDNS(t *testing.T) *dnsServer {
+func startDNS(t testing.TB) *dnsServer {
 	t.Helper()
 	d := &dnsServer{rrs: map[string][]dns.RR{}}
 	// UDP and TCP on the same port.
@@ -353,7 +353,7 @@ func startDNS(t *testing.T) *dnsServer {
 }
 
 // addTXT adds one TXT record, splitting long text in 255-byte strings.
-func (d *dnsServer) addTXT(t *testing.T, name, text string) {
+func (d *dnsServer) addTXT(t testing.TB, name, text string) {
 	t.Helper()
 	var parts []string
 	for len(text) > 255 {
@@ -391,7 +391,7 @@ func (d *dnsServer) serve(w dns.ResponseWriter, r *dns.Msg) {
 // ---------------------------------------------------------------- API client
 
 type apiClient struct {
-	t     *testing.T
+	t     testing.TB
 	base  string
 	token string
 	user  string
@@ -457,7 +457,7 @@ func (c *apiClient) must(method, path string, in, out any) {
 }
 
 // login returns a client holding a bearer token for user.
-func login(t *testing.T, apiAddr, user, password string) *apiClient {
+func login(t testing.TB, apiAddr, user, password string) *apiClient {
 	t.Helper()
 	c := &apiClient{t: t, base: "http://" + apiAddr, user: user}
 	var resp struct {

@@ -541,6 +541,19 @@ func (in *Instance) PostconfN(ctx context.Context) (map[string]string, error) {
 	return m, sc.Err()
 }
 
+// Reconfigure sets main.cf parameters ("name=value"; an empty value clears
+// one) with postconf -e and reloads Postfix, for benchmarks that switch one
+// instance between configurations in rounds. A process started before the
+// reload may still serve one more client: send a message or two before
+// relying on the change.
+func (in *Instance) Reconfigure(ctx context.Context, params ...string) error {
+	args := append([]string{"-c", in.ConfigDir, "-e"}, params...)
+	if out, err := exec.CommandContext(ctx, "/usr/sbin/postconf", args...).CombinedOutput(); err != nil {
+		return fmt.Errorf("postconf -e: %w: %s", err, out)
+	}
+	return in.postfix(ctx, "reload")
+}
+
 // Flush asks Postfix to retry deferred mail now (postqueue -f).
 func (in *Instance) Flush(ctx context.Context) error {
 	out, err := exec.CommandContext(ctx, "/usr/sbin/postqueue", "-c", in.ConfigDir, "-f").CombinedOutput()
