@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -150,9 +151,14 @@ func (s *shipBench) setMode(ctx context.Context, mode shipMode, warm []workMsg) 
 
 // send sends msgs over shipConns STARTTLS connections, requires a 250 for
 // each, and waits until Postfix has delivered them all (its queue empty).
-func (s *shipBench) send(ctx context.Context, msgs []workMsg) {
+// It returns how long each sender waited for its transaction.
+func (s *shipBench) send(ctx context.Context, msgs []workMsg) []time.Duration {
 	s.tb.Helper()
-	var wg sync.WaitGroup
+	var (
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		took []time.Duration
+	)
 	errs := make(chan error, shipConns)
 	for c := range shipConns {
 		var mine []postfixtest.Message
@@ -175,6 +181,9 @@ func (s *shipBench) send(ctx context.Context, msgs []workMsg) {
 					errs <- fmt.Errorf("%s: message from %s not accepted: RCPT %v final %v", s.mode, mine[i].From, tr.Rcpt, tr.Final)
 					return
 				}
+				mu.Lock()
+				took = append(took, tr.Took)
+				mu.Unlock()
 			}
 		}()
 	}
@@ -187,6 +196,7 @@ func (s *shipBench) send(ctx context.Context, msgs []workMsg) {
 		s.tb.Fatalf("%s: %v", s.mode, err)
 	}
 	s.delivered[s.mode] += len(msgs)
+	return took
 }
 
 // checkDelivered waits until every mode has delivered, by its own account,
@@ -236,6 +246,17 @@ type shipResult struct {
 	dur     time.Duration
 	busy    time.Duration // machine CPU time
 	queries int64         // DNS questions the test's server answered
+	took    []time.Duration
+}
+
+// latency returns the q-quantile of how long senders waited for a transaction.
+func (r shipResult) latency(q float64) time.Duration {
+	if len(r.took) == 0 {
+		return 0
+	}
+	sorted := slices.Clone(r.took)
+	slices.Sort(sorted)
+	return sorted[min(int(q*float64(len(sorted))), len(sorted)-1)]
 }
 
 func (r shipResult) rate() float64 { return float64(r.msgs) / r.dur.Seconds() }
@@ -261,8 +282,9 @@ func (s *shipBench) run(ctx context.Context, w *workload, rounds int) map[shipMo
 			mode := shipModes[(i+r)%len(shipModes)]
 			s.setMode(ctx, mode, warm)
 			start, busy, queries := time.Now(), machineBusy(s.tb), s.dns.queries.Load()
-			s.send(ctx, timed)
+			took := s.send(ctx, timed)
 			res[mode].dur += time.Since(start)
+			res[mode].took = append(res[mode].took, took...)
 			res[mode].busy += machineBusy(s.tb) - busy
 			res[mode].queries += s.dns.queries.Load() - queries
 			res[mode].msgs += len(timed)
@@ -418,6 +440,7 @@ func BenchmarkAsShipped(b *testing.B) {
 	for _, m := range shipModes {
 		b.ReportMetric(res[m].rate(), string(m)+"-msg/s")
 		b.ReportMetric(float64(res[m].cpuPerMsg().Microseconds())/1000, string(m)+"-CPU-ms/msg")
+		b.ReportMetric(float64(res[m].latency(0.99).Microseconds())/1000, string(m)+"-p99-ms")
 	}
 	b.ReportMetric(cal.rate()/pf.rate(), "caliopen/postfix")
 	b.ReportMetric(cal.rate()/dv.rate(), "caliopen/dovecot")
@@ -428,10 +451,11 @@ func BenchmarkAsShipped(b *testing.B) {
 	b.ReportMetric(0, "ns/op")
 	b.Logf("%d messages (%.1f KB on average, %d%% DKIM-signed, %d with attachments, %d distinct senders), %d rounds, %d connections",
 		len(w.Msgs), float64(w.Bytes)/float64(len(w.Msgs))/1024, 100*w.Signed/len(w.Msgs), w.Attachments, w.DistinctFroms, *shipRounds, shipConns)
-	b.Logf("| mode | msg/s | vs Postfix alone | vs Dovecot LMTP | machine CPU per message |")
+	b.Logf("| mode | msg/s | vs Postfix alone | vs Dovecot LMTP | machine CPU per message | sender waits p50 / p99 |")
 	for _, m := range shipModes {
-		b.Logf("| %s | %.1f | %.2f | %.2f | %.1f ms |", m, res[m].rate(), res[m].rate()/pf.rate(), res[m].rate()/dv.rate(),
-			float64(res[m].cpuPerMsg().Microseconds())/1000)
+		b.Logf("| %s | %.1f | %.2f | %.2f | %.1f ms | %s / %s |", m, res[m].rate(), res[m].rate()/pf.rate(), res[m].rate()/dv.rate(),
+			float64(res[m].cpuPerMsg().Microseconds())/1000,
+			res[m].latency(0.5).Round(time.Millisecond), res[m].latency(0.99).Round(time.Millisecond))
 	}
 }
 
@@ -454,6 +478,9 @@ func TestAsShipped(t *testing.T) {
 	for _, m := range shipModes {
 		if res[m].msgs != 2*6 || res[m].dur <= 0 {
 			t.Errorf("%s: %d timed messages in %s, want 12", m, res[m].msgs, res[m].dur)
+		}
+		if len(res[m].took) != res[m].msgs || res[m].latency(0.5) <= 0 {
+			t.Errorf("%s: %d transaction times for %d messages, median %s", m, len(res[m].took), res[m].msgs, res[m].latency(0.5))
 		}
 		if s.delivered[m] != len(w.Msgs) {
 			t.Errorf("%s delivered %d messages, want %d", m, s.delivered[m], len(w.Msgs))
