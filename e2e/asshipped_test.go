@@ -144,8 +144,6 @@ func (s *shipBench) setMode(ctx context.Context, mode shipMode, warm []workMsg) 
 		s.tb.Fatal(err)
 	}
 	s.mode = mode
-	// Processes of the previous configuration finish their client and exit.
-	time.Sleep(time.Second)
 	s.send(ctx, warm)
 }
 
