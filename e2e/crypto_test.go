@@ -25,7 +25,7 @@ type dkimSigner struct {
 	key              *rsa.PrivateKey
 }
 
-func newDKIMSigner(t *testing.T, d *dnsServer, domain, selector string) *dkimSigner {
+func newDKIMSigner(t testing.TB, d *dnsServer, domain, selector string) *dkimSigner {
 	t.Helper()
 	key, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
@@ -40,7 +40,7 @@ func newDKIMSigner(t *testing.T, d *dnsServer, domain, selector string) *dkimSig
 }
 
 // sign returns raw with a DKIM-Signature prepended.
-func (s *dkimSigner) sign(t *testing.T, raw []byte) []byte {
+func (s *dkimSigner) sign(t testing.TB, raw []byte) []byte {
 	t.Helper()
 	var out bytes.Buffer
 	err := dkim.Sign(&out, bytes.NewReader(raw), &dkim.SignOptions{

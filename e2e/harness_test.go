@@ -22,6 +22,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -49,7 +50,7 @@ func TestMain(m *testing.M) {
 }
 
 // caliopenBinary builds ./cmd/caliopen once and returns its path.
-func caliopenBinary(t *testing.T) string {
+func caliopenBinary(t testing.TB) string {
 	t.Helper()
 	buildOnce.Do(func() {
 		dir, err := os.MkdirTemp("", "caliopen-e2e-bin-")
@@ -75,7 +76,7 @@ func caliopenBinary(t *testing.T) string {
 }
 
 // requireE2E skips end-to-end tests in -short mode.
-func requireE2E(t *testing.T) {
+func requireE2E(t testing.TB) {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("end-to-end test: skipped in -short mode")
@@ -88,7 +89,7 @@ func repoRoot() string {
 }
 
 // requireTool skips (or fails under CI) when an external program is missing.
-func requireTool(t *testing.T, names ...string) {
+func requireTool(t testing.TB, names ...string) {
 	t.Helper()
 	for _, n := range names {
 		if _, err := exec.LookPath(n); err != nil {
@@ -100,7 +101,7 @@ func requireTool(t *testing.T, names ...string) {
 	}
 }
 
-func freeAddr(t *testing.T) string { return postfixtest.FreeAddr(t) }
+func freeAddr(t testing.TB) string { return postfixtest.FreeAddr(t) }
 
 // baseEnv is the parent's environment without CALIOPEN_* variables: the
 // binary refuses a CALIOPEN_ variable that names no key (such as the test
@@ -118,11 +119,11 @@ func baseEnv() []string {
 // node is one caliopen configuration: the environment every command and
 // role of one deployment shares.
 type node struct {
-	t   *testing.T
+	t   testing.TB
 	env []string // CALIOPEN_* settings
 }
 
-func newNode(t *testing.T, settings map[string]string) *node {
+func newNode(t testing.TB, settings map[string]string) *node {
 	caliopenBinary(t)
 	n := &node{t: t}
 	for k, v := range settings {
@@ -175,7 +176,7 @@ func (s *syncBuffer) String() string {
 
 // proc is one running role.
 type proc struct {
-	t      *testing.T
+	t      testing.TB
 	name   string
 	cmd    *exec.Cmd
 	out    *syncBuffer
@@ -194,7 +195,7 @@ func (n *node) start(args ...string) *proc {
 
 // startProc runs cmd (a caliopen role) in the background until stop or the
 // test's end, and logs its output if the test fails.
-func startProc(t *testing.T, name string, cmd *exec.Cmd) *proc {
+func startProc(t testing.TB, name string, cmd *exec.Cmd) *proc {
 	t.Helper()
 	p := &proc{t: t, name: name, cmd: cmd, out: &syncBuffer{}, done: make(chan struct{})}
 	p.cmd.Stdout = p.out
@@ -292,7 +293,7 @@ func (p *proc) waitListening(addr string, timeout time.Duration) {
 }
 
 // waitFor polls cond until it holds or the timeout expires.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() (bool, string)) {
+func waitFor(t testing.TB, timeout time.Duration, what string, cond func() (bool, string)) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	last := ""
@@ -318,9 +319,11 @@ type dnsServer struct {
 	mu   sync.Mutex
 	rrs  map[string][]dns.RR // by lowercased FQDN
 	srvs []*dns.Server
+	// queries counts the questions answered, for benchmarks.
+	queries atomic.Int64
 }
 
-func startDNS(t *testing.T) *dnsServer {
+func startDNS(t testing.TB) *dnsServer {
 	t.Helper()
 	d := &dnsServer{rrs: map[string][]dns.RR{}}
 	// UDP and TCP on the same port.
@@ -360,7 +363,7 @@ func startDNS(t *testing.T) *dnsServer {
 }
 
 // addTXT adds one TXT record, splitting long text in 255-byte strings.
-func (d *dnsServer) addTXT(t *testing.T, name, text string) {
+func (d *dnsServer) addTXT(t testing.TB, name, text string) {
 	t.Helper()
 	var parts []string
 	for len(text) > 255 {
@@ -378,6 +381,7 @@ func (d *dnsServer) serve(w dns.ResponseWriter, r *dns.Msg) {
 	m := new(dns.Msg)
 	m.SetReply(r)
 	m.Authoritative = true
+	d.queries.Add(1)
 	if len(r.Question) == 1 {
 		q := r.Question[0]
 		d.mu.Lock()
@@ -398,7 +402,7 @@ func (d *dnsServer) serve(w dns.ResponseWriter, r *dns.Msg) {
 // ---------------------------------------------------------------- API client
 
 type apiClient struct {
-	t     *testing.T
+	t     testing.TB
 	base  string
 	token string
 	user  string
@@ -464,7 +468,7 @@ func (c *apiClient) must(method, path string, in, out any) {
 }
 
 // login returns a client holding a bearer token for user.
-func login(t *testing.T, apiAddr, user, password string) *apiClient {
+func login(t testing.TB, apiAddr, user, password string) *apiClient {
 	t.Helper()
 	c := &apiClient{t: t, base: "http://" + apiAddr, user: user}
 	var resp struct {

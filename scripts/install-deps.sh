@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs on a fresh Debian machine (as root):
-# Postfix and an SMTP client, GnuPG, Java for the npm-packaged Cassandra,
+# Postfix and an SMTP client, Dovecot (LMTP, the as-shipped benchmark's
+# baseline), GnuPG, Java for the npm-packaged Cassandra,
 # systemd-analyze for the unit files, a C compiler, and the Go modules.
 # Idempotent.
 set -euo pipefail
@@ -11,6 +12,8 @@ need=()
 command -v cc >/dev/null || need+=(gcc libc6-dev)
 command -v postfix >/dev/null || [ -x /usr/sbin/postfix ] || need+=(postfix)
 command -v swaks >/dev/null || need+=(swaks libnet-ssleay-perl)
+# A private Dovecot (dovecot -c FILE) is the LMTP baseline of e2e's as-shipped benchmark.
+command -v dovecot >/dev/null || [ -x /usr/sbin/dovecot ] || need+=(dovecot-core dovecot-lmtpd)
 command -v gpg >/dev/null || need+=(gnupg)
 command -v openssl >/dev/null || need+=(openssl)
 command -v java >/dev/null || need+=(openjdk-17-jre-headless)

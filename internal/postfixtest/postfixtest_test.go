@@ -203,6 +203,40 @@ func TestNoOrphanWhenTestBinaryDies(t *testing.T) {
 	}
 }
 
+// TestReconfigure: after Reconfigure, a new connection sees the new
+// main.cf (here a mailbox map without b@example.org: 550 at RCPT).
+func TestReconfigure(t *testing.T) {
+	t.Parallel()
+	pf := Start(t, Options{Main: discardDomain})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	rcpt := func() Reply {
+		t.Helper()
+		s, err := SendMail(ctx, pf.SMTPAddr, SendOptions{},
+			Message{From: "a@example.net", To: []string{"b@example.org"}, Raw: []byte("Subject: hi\r\n\r\nbody\r\n")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s.Transactions[0].Rcpt[0]
+	}
+	if r := rcpt(); r.Code != 250 {
+		t.Fatalf("before: RCPT %v, want 250", r)
+	}
+	if err := pf.Reconfigure(ctx, "virtual_mailbox_maps=inline:{only@example.org=ok}"); err != nil {
+		t.Fatal(err)
+	}
+	pc, err := pf.PostconfN(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := pc["virtual_mailbox_maps"]; got != "inline:{only@example.org=ok}" {
+		t.Fatalf("virtual_mailbox_maps = %q after Reconfigure", got)
+	}
+	if r := rcpt(); r.Code != 550 {
+		t.Fatalf("after: RCPT %v, want 550 (unknown in the new map)", r)
+	}
+}
+
 // Include replaces lookupd's socket in the socketmap references only, with
 // a TCP or Unix address written as Postfix names it; empty keeps the
 // fragment's queue-relative socket (Instance.LookupdSocket).
@@ -219,8 +253,8 @@ func TestIncludeLookupdAddr(t *testing.T) {
 		if !strings.Contains(mainCF, "\nvirtual_mailbox_domains = "+want+"\n") {
 			t.Errorf("LookupdAddr %q: main.cf lacks %q:\n%s", addr, want, mainCF)
 		}
-		if n := strings.Count(mainCF, "socketmap:"); n != 4 {
-			t.Errorf("LookupdAddr %q: %d socketmap references, want 4", addr, n)
+		if n := strings.Count(mainCF, "socketmap:"); n != 5 {
+			t.Errorf("LookupdAddr %q: %d socketmap references, want 5", addr, n)
 		}
 	}
 }

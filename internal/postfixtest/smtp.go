@@ -111,6 +111,8 @@ type Transaction struct {
 	Rcpt  []Reply
 	Data  Reply // reply to DATA (354 when the server wants the message)
 	Final Reply // reply after the final dot: the server's verdict on the message
+	// Took is how long the sender waited, from MAIL to the last reply.
+	Took time.Duration
 }
 
 // Accepted reports whether the server took the message.
@@ -129,9 +131,9 @@ func (t Transaction) QueueID() string {
 // (lines should end in CRLF), dot-stuffed, with a CRLF added if missing. On
 // a refusal before the message was sent it resets the transaction so the
 // connection can carry the next one.
-func (c *Client) Send(from string, to []string, raw []byte) (Transaction, error) {
-	var t Transaction
-	var err error
+func (c *Client) Send(from string, to []string, raw []byte) (t Transaction, err error) {
+	start := time.Now()
+	defer func() { t.Took = time.Since(start) }()
 	if t.Mail, err = c.Cmd("MAIL FROM:<%s>", from); err != nil {
 		return t, err
 	}
