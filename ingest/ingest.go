@@ -276,7 +276,7 @@ func (in *Ingester) deliver(ctx context.Context, userID uuid.UUID, m *prepared, 
 			return Delivery{}, err
 		}
 		features, afterStore, err = in.verify(ctx, VerifyInput{
-			UserID: userID, Envelope: m.env, Raw: m.raw, From: pp.from, Parsed: p,
+			UserID: userID, Envelope: m.env, Raw: m.raw, RawHash: m.hash, From: pp.from, Parsed: p,
 			Sender: pp.sender, Features: features,
 		}, &sec)
 		if err != nil {

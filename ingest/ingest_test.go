@@ -15,6 +15,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ProtonMail/go-crypto/openpgp"
+	"github.com/ProtonMail/go-crypto/openpgp/armor"
+	"github.com/ProtonMail/go-crypto/openpgp/packet"
 	"github.com/emersion/go-message/charset"
 	"github.com/google/uuid"
 	"golang.org/x/text/encoding"
@@ -571,7 +574,30 @@ func TestStoreSent(t *testing.T) {
 	}
 }
 
-const pgpArmor = "-----BEGIN PGP MESSAGE-----\n\nhQEMA1234567890ABAQf/c2VjcmV0\n=abcd\n-----END PGP MESSAGE-----\n"
+// pgpArmor is a real encrypted OpenPGP message: encryption is what the
+// data is, not what a label or an armor line claims.
+var pgpArmor = func() string {
+	e, err := openpgp.NewEntity("Carol", "", "carol@remote.example", &packet.Config{Algorithm: packet.PubKeyAlgoEdDSA})
+	if err != nil {
+		panic(err)
+	}
+	var b bytes.Buffer
+	aw, err := armor.Encode(&b, "PGP MESSAGE", nil)
+	if err != nil {
+		panic(err)
+	}
+	pw, err := openpgp.Encrypt(aw, openpgp.EntityList{e}, nil, nil, nil)
+	if err != nil {
+		panic(err)
+	}
+	pw.Write([]byte("secret"))
+	pw.Close()
+	aw.Close()
+	return strings.ReplaceAll(b.String(), "\r\n", "\n") + "\n"
+}()
+
+// fakeArmor only looks like an OpenPGP message.
+const fakeArmor = "-----BEGIN PGP MESSAGE-----\n\nhQEMA1234567890ABAQf/c2VjcmV0\n=abcd\n-----END PGP MESSAGE-----\n"
 
 func TestEncryptionStructure(t *testing.T) {
 	cases := []struct {
@@ -619,6 +645,12 @@ func TestEncryptionStructure(t *testing.T) {
 			`Content-Type: application/pkcs7-mime; smime-type=enveloped-data; name="smime.p7m"`, "Content-Transfer-Encoding: base64"}, "MIAGCSqGSIb3DQEHA6CAMIACAQAx\n"),
 			privacyindex.EncMIME, nil},
 		{"clear", simple("carol@remote.example", "alice@example.org", "clear", "hello"), privacyindex.EncNone, nil},
+		{"armor that is not encrypted data", simple("carol@remote.example", "alice@example.org", "...", fakeArmor),
+			privacyindex.EncNone, func(t *testing.T, s Security, m store.Message) {
+				if !s.Structure.PGPInline || s.Structure.ProtectedHeaders {
+					t.Errorf("structure = %+v", s.Structure)
+				}
+			}},
 	}
 	f := newFixture(t)
 	for _, c := range cases {

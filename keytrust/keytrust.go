@@ -20,6 +20,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/caliopen/caliopen/ingest"
+	"github.com/caliopen/caliopen/message"
 	"github.com/caliopen/caliopen/privacyindex"
 	"github.com/caliopen/caliopen/store"
 	"github.com/caliopen/caliopen/verify"
@@ -55,15 +56,18 @@ type recentFacts struct {
 // message follow each other within an ingest call.
 const recentTTL = time.Minute
 
-func (k *Verifier) verifyOnce(ctx context.Context, v *verify.Verifier, in verify.Input) (verify.Facts, error) {
+func (k *Verifier) verifyOnce(ctx context.Context, v *verify.Verifier, in verify.Input, rawHash string) (verify.Facts, error) {
+	if rawHash == "" {
+		rawHash = store.BlobHash(in.Raw)
+	}
 	// The SMTP facts are part of the key: the same bytes from another
-	// client are checked again (SPF depends on it).
+	// client are checked again (SPF depends on it). The message itself is
+	// named by the hash ingest computed once, not hashed again per user.
 	h := sha256.New()
-	for _, part := range []string{in.MailFrom, in.ClientIP, in.Helo, in.From} {
+	for _, part := range []string{in.MailFrom, in.ClientIP, in.Helo, in.From, rawHash} {
 		h.Write([]byte(part))
 		h.Write([]byte{0})
 	}
-	h.Write(in.Raw)
 	var key [32]byte
 	h.Sum(key[:0])
 	now := time.Now()
@@ -148,7 +152,7 @@ func (k *Verifier) Verify(ctx context.Context, in ingest.VerifyInput) (ingest.Ve
 		}
 	}
 	input := verify.Input{
-		Raw: in.Raw, MailFrom: in.Envelope.MailFrom, ClientIP: in.Envelope.ClientAddr,
+		Raw: in.Raw, Message: parsedMessage(in.Parsed), MailFrom: in.Envelope.MailFrom, ClientIP: in.Envelope.ClientAddr,
 		Helo: in.Envelope.Helo, From: in.From,
 	}
 	// The private key matters only for encrypted mail; plain mail needs no
@@ -162,7 +166,7 @@ func (k *Verifier) Verify(ctx context.Context, in ingest.VerifyInput) (ingest.Ve
 			input.RecipientKeys = []string{user.Setup.PrivateKey}
 		}
 	}
-	facts, err := k.verifyOnce(ctx, &v, input)
+	facts, err := k.verifyOnce(ctx, &v, input, in.RawHash)
 	if err != nil {
 		return ingest.Verification{}, err
 	}
@@ -333,4 +337,13 @@ func hasChannel(c *store.Contact, addr string) bool {
 		}
 	}
 	return false
+}
+
+// parsedMessage is the message ingest parsed, nil when there is none (verify
+// then parses Raw itself).
+func parsedMessage(p *ingest.Parsed) *message.Message {
+	if p == nil {
+		return nil
+	}
+	return p.Msg
 }

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caliopen/caliopen/message"
 	"github.com/caliopen/caliopen/privacyindex"
 	"github.com/caliopen/caliopen/verify/dnsresolver"
 )
@@ -78,7 +79,7 @@ func TestARCChainSealedByDkimpy(t *testing.T) {
 	list := newARCSealer(t, env, "lists.example.net")
 	relay := newARCSealer(t, env, "relay.example.com")
 
-	orig := dkimSign(t, message("alice@example.org", "Meeting at noon."), "example.org", "sel", env.key)
+	orig := dkimSign(t, testMessage("alice@example.org", "Meeting at noon."), "example.org", "sel", env.key)
 	once := list.forward(t, orig, "dkim=pass header.d=example.org; spf=pass smtp.mailfrom=example.org; dmarc=pass header.from=example.org")
 	v := env.v
 	v.TrustedARCSealers = []string{"lists.example.net"}
@@ -130,7 +131,8 @@ func TestARCChainSealedByDkimpy(t *testing.T) {
 
 // TestCanonicalizationRFC6376Example is the worked example of RFC 6376 §3.4.6.
 func TestCanonicalizationRFC6376Example(t *testing.T) {
-	fields, body := splitMessage([]byte("A: X\r\nB : Y\t\r\n\tZ  \r\n\r\n C \r\nD \t E\r\n\r\n\r\n"))
+	m := message.Parse([]byte("A: X\r\nB : Y\t\r\n\tZ  \r\n\r\n C \r\nD \t E\r\n\r\n\r\n"), message.Options{})
+	fields, body := []field(m.Header()), m.Body()
 	if len(fields) != 2 {
 		t.Fatalf("fields = %+v", fields)
 	}

@@ -37,7 +37,7 @@ func FuzzVerify(f *testing.F) {
 	aw.Close()
 
 	seeds := [][]byte{
-		message("alice@example.org", "plain"),
+		testMessage("alice@example.org", "plain"),
 		pgpMIME("Subject: ...\n", msg.String()),
 		pgpMIME("Subject: x\n", "-----BEGIN PGP MESSAGE-----\n\nwcBMA///\n-----END PGP MESSAGE-----"),
 		[]byte("DKIM-Signature: v=1; a=rsa-sha256; d=example.org; s=sel; l=999999999999999999999; h=from; bh=; b=\r\nFrom: a@example.org\r\n\r\nx"),

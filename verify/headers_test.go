@@ -68,20 +68,6 @@ x
 	}
 }
 
-func TestMultipartSplitting(t *testing.T) {
-	body := "preamble\r\n--b\r\nContent-Type: text/plain\r\n\r\none\r\n--b \r\n\r\ntwo\r\n--bb\r\n--b--\r\nepilogue"
-	p := part{body: []byte(body), mediaType: "multipart/mixed", params: map[string]string{"boundary": "b"}}
-	kids := p.children()
-	if len(kids) != 2 || string(kids[0]) != "Content-Type: text/plain\r\n\r\none" || string(kids[1]) != "\r\ntwo\r\n--bb" {
-		t.Errorf("children = %q", kids)
-	}
-	// No closing delimiter: the last part runs to the end.
-	p.body = []byte("--b\r\n\r\nlast")
-	if kids := p.children(); len(kids) != 1 || string(kids[0]) != "\r\nlast" {
-		t.Errorf("unterminated children = %q", kids)
-	}
-}
-
 func TestOrgDomain(t *testing.T) {
 	cases := map[string]string{
 		"mail.example.org":    "example.org",
@@ -109,7 +95,7 @@ func TestPlainMessageDoesNotTouchTheKeyStore(t *testing.T) {
 		calls++
 		return nil, nil
 	})
-	f := verifyOK(t, v, Input{Raw: message("alice@example.org", "nothing signed here"), RecipientKeys: []string{"not even a key"}})
+	f := verifyOK(t, v, Input{Raw: testMessage("alice@example.org", "nothing signed here"), RecipientKeys: []string{"not even a key"}})
 	if calls != 0 || len(f.PGP.Problems) != 0 || f.PGP.Signature != privacyindex.SigNone {
 		t.Errorf("calls = %d, PGP = %+v; want no lookup, no problems, unsigned", calls, f.PGP)
 	}

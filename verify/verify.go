@@ -18,6 +18,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/caliopen/caliopen/message"
 	"github.com/caliopen/caliopen/privacyindex"
 	"github.com/caliopen/caliopen/store"
 )
@@ -91,7 +92,10 @@ type Verifier struct {
 
 // Input is one message and what the SMTP session said about it.
 type Input struct {
-	Raw      []byte // the message as received (RFC 5322)
+	Raw []byte // the message as received (RFC 5322)
+	// Message is Raw parsed (read only, shared between calls); Raw is
+	// parsed here when it is nil. The delivery path parses once, in ingest.
+	Message  *message.Message
 	MailFrom string // envelope sender without <>; "" for the null sender
 	ClientIP string // connecting client IP; "" when local (SPF is then not evaluated)
 	Helo     string
@@ -267,7 +271,8 @@ func (v *Verifier) Verify(ctx context.Context, in Input) (Facts, error) {
 	vctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 
-	fields, body := splitMessage(in.Raw)
+	msg := in.message()
+	fields, body := []field(msg.Header()), msg.Body()
 	var f Facts
 	f.From = strings.ToLower(strings.TrimSpace(in.From))
 	if f.From == "" {
@@ -290,7 +295,7 @@ func (v *Verifier) Verify(ctx context.Context, in Input) (Facts, error) {
 			func() { rec = dmarcLookup{result: privacyindex.AuthPermError, err: "internal error"} })
 	})
 	wg.Go(func() {
-		v.guard(log, "dkim", func() { f.DKIM = v.checkDKIM(vctx, in.Raw, fields) },
+		v.guard(log, "dkim", func() { f.DKIM = v.checkDKIM(vctx, msg.Raw, fields) },
 			func() { f.DKIM = DKIMFacts{Result: privacyindex.AuthPermError} })
 	})
 	wg.Go(func() {
@@ -304,7 +309,7 @@ func (v *Verifier) Verify(ctx context.Context, in Input) (Facts, error) {
 	if v.TrustSpamHeaders {
 		f.Spam = spamVerdict(fields)
 	}
-	f.PGP = v.openPGP(vctx, log, in, fields, f.From)
+	f.PGP = v.openPGP(vctx, log, in, msg, f.From)
 	wg.Wait()
 
 	// DMARC's alignment modes (adkim/aspf) decide what "aligned" means.
@@ -328,17 +333,25 @@ func (v *Verifier) Verify(ctx context.Context, in Input) (Facts, error) {
 // call OpenPGP per user with that user's RecipientKeys and replace Facts.PGP.
 // It never fails; ctx bounds the key lookup.
 func (v *Verifier) OpenPGP(ctx context.Context, in Input) PGPFacts {
-	fields, _ := splitMessage(in.Raw)
+	msg := in.message()
 	from := strings.ToLower(strings.TrimSpace(in.From))
 	if from == "" {
-		from = fromAddress(fields)
+		from = fromAddress(msg.Header())
 	}
-	return v.openPGP(ctx, v.logger(), in, fields, from)
+	return v.openPGP(ctx, v.logger(), in, msg, from)
 }
 
-func (v *Verifier) openPGP(ctx context.Context, log *slog.Logger, in Input, fields []field, from string) PGPFacts {
+// message returns the parsed message, parsing Raw when the caller did not.
+func (in *Input) message() *message.Message {
+	if in.Message != nil {
+		return in.Message
+	}
+	return message.Parse(in.Raw, message.Options{})
+}
+
+func (v *Verifier) openPGP(ctx context.Context, log *slog.Logger, in Input, msg *message.Message, from string) PGPFacts {
 	var out PGPFacts
-	v.guard(log, "openpgp", func() { out = v.checkPGP(ctx, log, in, fields, from) },
+	v.guard(log, "openpgp", func() { out = v.checkPGP(ctx, log, in, msg, from) },
 		func() { out = PGPFacts{Problems: []string{"internal error while reading OpenPGP data"}} })
 	return out
 }
