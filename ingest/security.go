@@ -149,9 +149,9 @@ func (in *Ingester) verify(ctx context.Context, vin VerifyInput, sec *Security) 
 		}
 		in.log().Warn("ingest: verification failed; storing with ingest's own facts", "user", vin.UserID, "err", err)
 		sec.VerifyError = text(err.Error(), 500)
-		// The MIME structure alone proves no encryption: a sender can label
-		// plain text "multipart/encrypted".
-		f.Encryption, f.Strength = privacyindex.EncNone, privacyindex.StrengthWeak
+		// The encryption class was checked on the data (a label alone is
+		// not encryption); its algorithms and key sizes were not.
+		f.Strength = privacyindex.StrengthWeak
 		return f, nil, nil
 	}
 	if v.Details != nil {
