@@ -109,7 +109,11 @@ func newHarness(t *testing.T, opts ...option) *harness {
 	st := openStore(t)
 	clk := &clock{t: time.Now().UTC().Truncate(time.Millisecond)}
 	h := &harness{t: t, st: st, clock: clk}
-	h.ing = &ingest.Ingester{Store: st, Resolver: resolve.New(st), Now: clk.Now, Log: slog.New(slog.DiscardHandler)}
+	ing, err := ingest.New(ingest.Config{Store: st, Resolver: resolve.New(st), Now: clk.Now, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.ing = ing
 	// On Cassandra the keyspace outlives the test: names and addresses
 	// must be new each time.
 	h.domain = "example.org"

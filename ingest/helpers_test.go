@@ -21,6 +21,7 @@ type fixture struct {
 	ctx   context.Context
 	st    store.Store
 	in    *Ingester
+	cfg   Config
 	alice uuid.UUID
 	bob   uuid.UUID
 }
@@ -40,8 +41,18 @@ func newFixtureOn(t testing.TB, st store.Store) *fixture {
 	must(t, st.AddAddress(ctx, store.Address{Address: "alice@example.org", UserID: f.alice}))
 	must(t, st.AddAddress(ctx, store.Address{Address: "bob@example.org", UserID: f.bob}))
 	must(t, st.PutAlias(ctx, store.Alias{Address: "team@example.org", Targets: []string{"alice@example.org", "bob@example.org"}}))
-	f.in = &Ingester{Store: st, Resolver: resolve.New(st)}
+	f.cfg = Config{Store: st, Resolver: resolve.New(st)}
+	f.with(func(*Config) {})
 	return f
+}
+
+// with changes the fixture's Config and builds its Ingester again.
+func (f *fixture) with(edit func(*Config)) {
+	f.t.Helper()
+	edit(&f.cfg)
+	in, err := New(f.cfg)
+	must(f.t, err)
+	f.in = in
 }
 
 func must(t testing.TB, err error) {

@@ -134,7 +134,7 @@ func baseFeatures(env Envelope, p *Parsed, inbound bool) privacyindex.MessageFea
 // security record.
 func (in *Ingester) verify(ctx context.Context, vin VerifyInput, sec *Security) (privacyindex.MessageFeatures, func(context.Context) error, error) {
 	f := vin.Features
-	if in.Verifier == nil {
+	if in.verifier == nil {
 		return f, nil, nil
 	}
 	v, err := in.callVerifier(ctx, vin)
@@ -174,7 +174,7 @@ func (in *Ingester) callVerifier(ctx context.Context, vin VerifyInput) (v Verifi
 			err = fmt.Errorf("verifier panic: %v", r)
 		}
 	}()
-	return in.Verifier.Verify(ctx, vin)
+	return in.verifier.Verify(ctx, vin)
 }
 
 // messagePI is the single call site of the message PI model.
@@ -201,7 +201,7 @@ func (in *Ingester) history(ctx context.Context, userID uuid.UUID, sender *store
 	}
 	convs := []store.Conversation{conv}
 	if one := convKey([]uuid.UUID{sender.ID}); conv.Key != one {
-		c, err := in.Store.GetConversationByKey(ctx, userID, one)
+		c, err := in.store.GetConversationByKey(ctx, userID, one)
 		switch {
 		case err == nil:
 			convs = append(convs, c)
@@ -220,7 +220,7 @@ func (in *Ingester) history(ctx context.Context, userID uuid.UUID, sender *store
 		if c.MessageCount == 0 {
 			continue
 		}
-		msgs, _, err := in.Store.ListMessages(ctx, userID, c.ID, store.Page{Limit: historyMessages})
+		msgs, _, err := in.store.ListMessages(ctx, userID, c.ID, store.Page{Limit: historyMessages})
 		if err != nil {
 			if errors.Is(err, store.ErrNotFound) {
 				continue

@@ -152,7 +152,11 @@ func storeIngester(b *testing.B, st store.Store) *countingIngester {
 		}
 	}
 	discard := slog.New(slog.NewTextHandler(io.Discard, nil))
-	return &countingIngester{next: &ingest.Ingester{Store: st, Resolver: resolve.New(st), Log: discard}}
+	ing, err := ingest.New(ingest.Config{Store: st, Resolver: resolve.New(st), Logger: discard})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return &countingIngester{next: ing}
 }
 
 // countingIngester counts stored deliveries, so the benchmark can check

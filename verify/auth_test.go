@@ -45,11 +45,12 @@ func newAuthEnv(t *testing.T) *authEnv {
 }
 
 func testVerifier(r Resolver) *Verifier {
-	return &Verifier{
-		Resolver: r,
-		Log:      slog.New(slog.NewTextHandler(io.Discard, nil)),
-		rethrow:  true,
+	v, err := New(Config{Resolver: r, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		panic(err)
 	}
+	v.rethrow = true
+	return v
 }
 
 func publishKey(t *testing.T, srv *dnstest.Server, name string, pub crypto.PublicKey) {

@@ -69,8 +69,12 @@ func (v *Verifier) checkPGP(ctx context.Context, log *slog.Logger, in Input, msg
 	// private-key parsing are skipped for the common message with nothing to
 	// decrypt or verify.
 	needKeys := len(cl.Ciphertexts) > 0 || len(cl.Signed) > 0 || len(cl.ClearSigned) > 0
-	if needKeys && v.Keys != nil && from != "" {
-		armored, err := v.Keys.PublicKeys(ctx, from)
+	keys := in.Keys
+	if keys == nil {
+		keys = v.Keys
+	}
+	if needKeys && keys != nil && from != "" {
+		armored, err := keys.PublicKeys(ctx, from)
 		if err != nil {
 			log.Warn("public key lookup failed; signatures checked without known keys", "from", from, "err", err)
 			out.Problems = append(out.Problems, "known keys unavailable")

@@ -58,21 +58,21 @@ const DefaultMaxDKIMSignatures = 5
 // DefaultTimeout bounds one whole verification when Verifier.Timeout is zero.
 const DefaultTimeout = 30 * time.Second
 
-// Verifier checks messages. Fields are read-only after construction; one
-// Verifier may serve concurrent calls.
-type Verifier struct {
+// Config is what a Verifier is built from: settings and dependencies.
+type Config struct {
 	// Resolver answers DNS queries (nil: DKIM/SPF/DMARC are reported as
 	// temperror, since we could not look).
 	Resolver Resolver
-	// Log receives debug details and problems; nil means slog.Default().
-	Log *slog.Logger
+	// Logger receives debug details and problems; nil discards.
+	Logger *slog.Logger
 	// TrustSpamHeaders says our own filter (SpamAssassin, rspamd) runs before
 	// us and its topmost headers can be believed; otherwise a sender could
 	// write "X-Spam-Flag: NO" himself.
 	TrustSpamHeaders bool
 	// TrustedARCSealers are the domains (d= of ARC-Seal) whose seals we trust.
 	TrustedARCSealers []string
-	// Keys looks up known public keys of the sender, for signature checks.
+	// Keys looks up known public keys of the sender, for signature checks;
+	// Input.Keys replaces it for one call.
 	Keys KeyLookup
 	// Now is the clock for signature expiry; nil means time.Now.
 	Now func() time.Time
@@ -84,10 +84,33 @@ type Verifier struct {
 	// MaxDecryptedSize bounds how much plaintext one decryption may produce
 	// (a compressed message can expand without limit); 64 MiB when zero.
 	MaxDecryptedSize int64
+}
+
+// settings is Config embedded in Verifier under an unexported name: the
+// checks read its fields, nobody changes them after New.
+type settings = Config
+
+// Verifier checks messages. One Verifier may serve concurrent calls.
+type Verifier struct {
+	settings
 
 	// rethrow makes guard re-panic: tests and fuzzing must see the panics
 	// that production turns into failure facts.
 	rethrow bool
+}
+
+// New returns a Verifier. Every dependency is optional (see Config).
+func New(cfg Config) (*Verifier, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Timeout < 0 || cfg.MaxDKIMSignatures < 0 || cfg.MaxDecryptedSize < 0 {
+		return nil, fmt.Errorf("verify: negative limit in Config")
+	}
+	return &Verifier{settings: cfg}, nil
 }
 
 // Input is one message and what the SMTP session said about it.
@@ -103,6 +126,9 @@ type Input struct {
 	From string
 	// FromDomain is the From address's domain; derived from From when empty.
 	FromDomain string
+	// Keys, when set, are the sender's known keys for this call (they
+	// depend on the recipient user), instead of Config.Keys.
+	Keys KeyLookup
 	// RecipientKeys are the recipient's armored private keys held server-side
 	// (unlocked), used to decrypt and then check an inner signature.
 	RecipientKeys []string
@@ -372,10 +398,10 @@ func (v *Verifier) guard(log *slog.Logger, what string, check, onPanic func()) {
 }
 
 func (v *Verifier) logger() *slog.Logger {
-	if v.Log != nil {
-		return v.Log
+	if v.Logger != nil {
+		return v.Logger
 	}
-	return slog.Default()
+	return slog.New(slog.DiscardHandler)
 }
 
 func (v *Verifier) now() time.Time {
