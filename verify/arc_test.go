@@ -81,8 +81,7 @@ func TestARCChainSealedByDkimpy(t *testing.T) {
 
 	orig := dkimSign(t, testMessage("alice@example.org", "Meeting at noon."), "example.org", "sel", env.key)
 	once := list.forward(t, orig, "dkim=pass header.d=example.org; spf=pass smtp.mailfrom=example.org; dmarc=pass header.from=example.org")
-	v := env.v
-	v.TrustedARCSealers = []string{"lists.example.net"}
+	v := testVerifier(dnsresolver.New(env.dns.Addr, time.Second), func(c *Config) { c.TrustedARCSealers = []string{"lists.example.net"} })
 	in := Input{Raw: once, MailFrom: "list-bounces@lists.example.net", ClientIP: "198.51.100.9", Helo: "lists.example.net"}
 
 	t.Run("list rewrote the message: DKIM fails, ARC passes and is trusted", func(t *testing.T) {
@@ -111,8 +110,7 @@ func TestARCChainSealedByDkimpy(t *testing.T) {
 
 	t.Run("two hops", func(t *testing.T) {
 		twice := relay.forward(t, once, "arc=pass")
-		u := testVerifier(dnsresolver.New(env.dns.Addr, time.Second))
-		u.TrustedARCSealers = []string{"relay.example.com"}
+		u := testVerifier(dnsresolver.New(env.dns.Addr, time.Second), func(c *Config) { c.TrustedARCSealers = []string{"relay.example.com"} })
 		f := verifyOK(t, u, Input{Raw: twice})
 		if f.ARC.Result != privacyindex.AuthPass || f.ARC.Instances != 2 || f.ARC.Sealer != "relay.example.com" || !f.ARC.Trusted {
 			t.Errorf("ARC = %+v; want a trusted pass of two instances", f.ARC)

@@ -44,8 +44,14 @@ func newAuthEnv(t *testing.T) *authEnv {
 	return &authEnv{dns: srv, key: key, v: testVerifier(dnsresolver.New(srv.Addr, time.Second))}
 }
 
-func testVerifier(r Resolver) *Verifier {
-	v, err := New(Config{Resolver: r, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+// testVerifier builds a Verifier on r that re-panics; edit sets the rest of
+// its Config.
+func testVerifier(r Resolver, edit ...func(*Config)) *Verifier {
+	cfg := Config{Resolver: r, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	for _, e := range edit {
+		e(&cfg)
+	}
+	v, err := New(cfg)
 	if err != nil {
 		panic(err)
 	}
@@ -350,8 +356,7 @@ func TestDNSTimeoutGivesTempErrorInTime(t *testing.T) {
 }
 
 func TestOverallTimeoutBoundsVerification(t *testing.T) {
-	v := testVerifier(dnsresolver.New(dnstest.Blackhole(t), 10*time.Second))
-	v.Timeout = 300 * time.Millisecond
+	v := testVerifier(dnsresolver.New(dnstest.Blackhole(t), 10*time.Second), func(c *Config) { c.Timeout = 300 * time.Millisecond })
 	start := time.Now()
 	f := verifyOK(t, v, Input{Raw: testMessage("alice@example.org", "x"), MailFrom: "alice@example.org", ClientIP: "192.0.2.10"})
 	if d := time.Since(start); d > 3*time.Second {

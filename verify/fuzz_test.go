@@ -50,9 +50,7 @@ func FuzzVerify(f *testing.F) {
 	for _, s := range seeds {
 		f.Add(s)
 	}
-	v := testVerifier(nil)
-	v.TrustSpamHeaders = true
-	v.TrustedARCSealers = []string{"x"}
+	v := testVerifier(nil, func(c *Config) { c.TrustSpamHeaders, c.TrustedARCSealers = true, []string{"x"} })
 	keys := []string{priv.String()}
 	f.Fuzz(func(t *testing.T, raw []byte) {
 		start := time.Now()
