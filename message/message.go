@@ -290,3 +290,50 @@ func delimiterEnd(after []byte) bool {
 	}
 	return true
 }
+
+// ReadHeader reads only the header of raw, leniently, as Parse does.
+func ReadHeader(raw []byte) Header {
+	h, _, _ := readHeader(raw)
+	return h
+}
+
+// Find returns the part at an IMAP-style path (Part.Path), nil when there
+// is none. A multipart's own path names its first child, as in IMAP; only
+// the body of a single-part message is "1" itself.
+func (m *Message) Find(path string) *Part {
+	if !m.Root.IsMultipart() {
+		if path == "1" {
+			return m.Root
+		}
+		return nil
+	}
+	p := m.Root
+	for {
+		var next *Part
+		for _, k := range p.Parts {
+			if k.Path == path {
+				return k
+			}
+			if strings.HasPrefix(path, k.Path+".") {
+				next = k
+				break
+			}
+		}
+		if next == nil {
+			return nil
+		}
+		p = next
+	}
+}
+
+// Content returns p's body with its transfer encoding undone and, for
+// text, converted to UTF-8. It serves one part on request and is not
+// charged to the message's decoding budget.
+func (p *Part) Content() []byte {
+	data, _ := decodeTransfer(p.transferEncoding(), p.Body())
+	if strings.HasPrefix(p.MediaType, "text/") {
+		s, _ := decodeCharset(p.Params["charset"], data)
+		return []byte(s)
+	}
+	return data
+}

@@ -120,3 +120,27 @@ func TestMultipartSplitting(t *testing.T) {
 		t.Errorf("unterminated children = %q, problems %q", g, probs)
 	}
 }
+
+func TestFindAndContent(t *testing.T) {
+	raw := "Content-Type: multipart/mixed; boundary=m\r\n\r\n--m\r\nContent-Type: multipart/alternative; boundary=a\r\n\r\n" +
+		"--a\r\nContent-Type: text/plain; charset=iso-8859-1\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\ncaf=E9\r\n--a--\r\n" +
+		"--m\r\nContent-Type: application/pdf; name=\"=?utf-8?q?r=C3=A9sum=C3=A9.pdf?=\"\r\nContent-Transfer-Encoding: base64\r\n\r\nJVBERi0=\r\n--m--\r\n"
+	m := Parse([]byte(raw), Options{})
+	if p := m.Find("1.1"); p == nil || string(p.Content()) != "café" {
+		t.Errorf("1.1 = %+v", p)
+	}
+	if p := m.Find("2"); p == nil || string(p.Content()) != "%PDF-" || p.Filename() != "résumé.pdf" {
+		t.Errorf("2 = %+v", p)
+	}
+	if len(m.Attachments) != 1 || m.Attachments[0].PartPath != "2" || m.Attachments[0].Size != 5 {
+		t.Errorf("attachments = %+v", m.Attachments)
+	}
+	for _, path := range []string{"3", "1.2", "2.1", "0"} {
+		if p := m.Find(path); p != nil {
+			t.Errorf("%s found %+v", path, p)
+		}
+	}
+	if p := Parse([]byte("Subject: x\r\n\r\nbody"), Options{}).Find("1"); p == nil || string(p.Content()) != "body" {
+		t.Errorf("single part = %+v", p)
+	}
+}
