@@ -5,8 +5,9 @@
 // the message (encryption, signatures, Autocrypt, protected headers).
 //
 // Parse runs once per message on the delivery path; ingest, verify and
-// keytrust read its result. After Parse a Message is read only, so
-// concurrent readers need no lock.
+// keytrust read its result, and the API finds attachments in it. After
+// Parse a Message is read only, so concurrent readers need no lock.
+// Compose writes outbound mail (MIME, PGP/MIME).
 package message
 
 import (
