@@ -113,7 +113,11 @@ func newHarness(t *testing.T, opts ...option) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h.ing = &ingest.Ingester{Store: st, Resolver: r, Now: clk.Now, Log: slog.New(slog.DiscardHandler)}
+	ing, err := ingest.New(ingest.Config{Store: st, Resolver: r, Now: clk.Now, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.ing = ing
 	// On Cassandra the keyspace outlives the test: names and addresses
 	// must be new each time.
 	h.domain = "example.org"

@@ -1,8 +1,6 @@
 package api
 
 import (
-	"bufio"
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -11,10 +9,10 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/emersion/go-message/textproto"
 	"github.com/google/uuid"
 	"github.com/labstack/echo/v4"
 
+	"github.com/caliopen/caliopen/message"
 	"github.com/caliopen/caliopen/store"
 )
 
@@ -181,18 +179,13 @@ func (s *Server) getMessage(c echo.Context) error {
 // encoded words decoded where they can be. A header that does not parse
 // yields what was read before the problem.
 func headersOf(raw []byte) []headerView {
-	h, _ := textproto.ReadHeader(bufio.NewReader(bytes.NewReader(raw)))
 	out := []headerView{}
-	fields := h.Fields()
-	for fields.Next() {
-		v := fields.Value()
-		if dec, err := wordDecoder.DecodeHeader(v); err == nil {
-			v = dec
-		}
+	for _, f := range message.ReadHeader(raw) {
+		v := message.DecodeWords(f.Value)
 		if !utf8.ValidString(v) {
 			v = strings.ToValidUTF8(v, "\uFFFD")
 		}
-		out = append(out, headerView{Name: fields.Key(), Value: v})
+		out = append(out, headerView{Name: f.Name, Value: v})
 	}
 	return out
 }

@@ -1,10 +1,8 @@
 package api
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"math"
 	"net/http"
 	netmail "net/mail"
@@ -14,12 +12,11 @@ import (
 	"unicode/utf8"
 
 	"github.com/ProtonMail/go-crypto/openpgp"
-	"github.com/ProtonMail/go-crypto/openpgp/armor"
-	"github.com/emersion/go-message"
 	"github.com/emersion/go-message/mail"
 	"github.com/google/uuid"
 	"github.com/labstack/echo/v4"
 
+	"github.com/caliopen/caliopen/message"
 	"github.com/caliopen/caliopen/store"
 )
 
@@ -45,9 +42,6 @@ type sendResponse struct {
 const (
 	maxRecipients = 100
 	maxSubject    = 998
-	// maxReferences keeps References bounded in long threads (RFC 5322 asks
-	// for the first and the most recent ones).
-	maxReferences = 20
 )
 
 // parseRecipients checks and normalises "Name <addr>" or bare addresses.
@@ -184,36 +178,15 @@ func (s *Server) sendMessage(c echo.Context) error {
 		return &Error{Status: http.StatusServiceUnavailable, Code: "sending_disabled", Message: "sending is not configured on this server"}
 	}
 
-	var h mail.Header
-	h.SetDate(s.now())
-	h.SetAddressList("From", []*mail.Address{from})
-	if len(to) > 0 {
-		h.SetAddressList("To", to)
-	}
-	if len(cc) > 0 {
-		h.SetAddressList("Cc", cc)
-	}
-	h.SetSubject(req.Subject)
-	if err := h.GenerateMessageIDWithHostname(store.AddressDomain(from.Address)); err != nil {
-		return fmt.Errorf("send: message id: %w", err)
+	d := message.Draft{
+		From: message.Addr{Name: from.Name, Address: from.Address}, To: draftAddrs(to), Cc: draftAddrs(cc),
+		Subject: req.Subject, Date: s.now(), Text: req.Text, HTML: req.HTML,
+		Encrypt: req.Encrypt, EncryptTo: recipientsKeys, Signer: signer,
 	}
 	if parent != nil && parent.MessageID != "" {
-		h.SetMsgIDList("In-Reply-To", []string{parent.MessageID})
-		refs := append(slices.Clone(parent.References), parent.MessageID)
-		if len(refs) > maxReferences {
-			refs = append(refs[:1], refs[len(refs)-maxReferences+1:]...)
-		}
-		h.SetMsgIDList("References", refs)
+		d.InReplyTo, d.References = parent.MessageID, parent.References
 	}
-	h.Set("MIME-Version", "1.0")
-	msgID, _ := h.MessageID()
-
-	var raw bytes.Buffer
-	if req.Encrypt {
-		err = writeEncrypted(&raw, h, req.Text, req.HTML, recipientsKeys, signer)
-	} else {
-		err = writeBody(&raw, h, req.Text, req.HTML)
-	}
+	rawMsg, msgID, err := message.Compose(d)
 	if err != nil {
 		return fmt.Errorf("send: build message: %w", err)
 	}
@@ -232,7 +205,7 @@ func (s *Server) sendMessage(c echo.Context) error {
 		return &Error{Status: http.StatusTooManyRequests, Code: "rate_limited",
 			Message: "too many recipients recently, try again later", RetryAfter: int(math.Ceil(wait.Seconds()))}
 	}
-	if err := s.sender.Send(ctx, from.Address, envelope, raw.Bytes()); err != nil {
+	if err := s.sender.Send(ctx, from.Address, envelope, rawMsg); err != nil {
 		s.sendLimiter.refundN(sendKey, len(envelope)) // nothing left
 		var se *SubmissionError
 		if errors.As(err, &se) {
@@ -246,7 +219,7 @@ func (s *Server) sendMessage(c echo.Context) error {
 
 	resp := sendResponse{MessageID: msgID, Encrypted: req.Encrypt}
 	if s.sent != nil {
-		d, err := s.sent.StoreSent(ctx, uid, raw.Bytes(), envelope)
+		d, err := s.sent.StoreSent(ctx, uid, rawMsg, envelope)
 		var m store.Message
 		if err == nil {
 			m, err = s.st.GetMessage(ctx, uid, d.MessageID)
@@ -283,94 +256,10 @@ func serverSigner(armored string, now time.Time) *openpgp.Entity {
 	return e
 }
 
-// writeBody writes a header and a text body, with an HTML alternative when
-// there is one.
-func writeBody(w io.Writer, h mail.Header, text, html string) error {
-	if html == "" {
-		h.SetContentType("text/plain", map[string]string{"charset": "utf-8"})
-		bw, err := mail.CreateSingleInlineWriter(w, h)
-		if err != nil {
-			return err
-		}
-		if _, err := io.WriteString(bw, text); err != nil {
-			return err
-		}
-		return bw.Close()
+func draftAddrs(as []*mail.Address) []message.Addr {
+	out := make([]message.Addr, len(as))
+	for i, a := range as {
+		out[i] = message.Addr{Name: a.Name, Address: a.Address}
 	}
-	iw, err := mail.CreateInlineWriter(w, h)
-	if err != nil {
-		return err
-	}
-	for _, p := range []struct{ typ, body string }{{"text/plain", text}, {"text/html", html}} {
-		var ph mail.InlineHeader
-		ph.SetContentType(p.typ, map[string]string{"charset": "utf-8"})
-		pw, err := iw.CreatePart(ph)
-		if err != nil {
-			return err
-		}
-		if _, err := io.WriteString(pw, p.body); err != nil {
-			return err
-		}
-		if err := pw.Close(); err != nil {
-			return err
-		}
-	}
-	return iw.Close()
-}
-
-// writeEncrypted writes a PGP/MIME message (RFC 3156): the body entity is
-// encrypted to keys and carried in multipart/encrypted.
-func writeEncrypted(w io.Writer, h mail.Header, text, html string, keys []*openpgp.Entity, signer *openpgp.Entity) error {
-	var inner bytes.Buffer
-	if err := writeBody(&inner, mail.Header{}, text, html); err != nil {
-		return err
-	}
-	var armored bytes.Buffer
-	aw, err := armor.Encode(&armored, "PGP MESSAGE", nil)
-	if err != nil {
-		return err
-	}
-	pw, err := openpgp.Encrypt(aw, keys, signer, &openpgp.FileHints{IsBinary: true}, nil)
-	if err != nil {
-		return fmt.Errorf("encrypt: %w", err)
-	}
-	if _, err := pw.Write(inner.Bytes()); err != nil {
-		return fmt.Errorf("encrypt: %w", err)
-	}
-	if err := pw.Close(); err != nil {
-		return fmt.Errorf("encrypt: %w", err)
-	}
-	if err := aw.Close(); err != nil {
-		return fmt.Errorf("armor: %w", err)
-	}
-	armored.WriteString("\r\n")
-
-	h.SetContentType("multipart/encrypted", map[string]string{"protocol": "application/pgp-encrypted"})
-	mw, err := message.CreateWriter(w, h.Header)
-	if err != nil {
-		return err
-	}
-	var ctl message.Header
-	ctl.SetContentType("application/pgp-encrypted", nil)
-	ctl.Set("Content-Description", "PGP/MIME version identification")
-	var data message.Header
-	data.SetContentType("application/octet-stream", map[string]string{"name": "encrypted.asc"})
-	data.Set("Content-Description", "OpenPGP encrypted message")
-	data.SetContentDisposition("inline", map[string]string{"filename": "encrypted.asc"})
-	for _, p := range []struct {
-		h    message.Header
-		body []byte
-	}{{ctl, []byte("Version: 1\r\n")}, {data, armored.Bytes()}} {
-		part, err := mw.CreatePart(p.h)
-		if err != nil {
-			return err
-		}
-		if _, err := part.Write(p.body); err != nil {
-			return err
-		}
-		if err := part.Close(); err != nil {
-			return err
-		}
-	}
-	return mw.Close()
+	return out
 }

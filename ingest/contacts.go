@@ -59,7 +59,7 @@ func newOwnership(in *Ingester) *ownership {
 func (o *ownership) isOwn(ctx context.Context, userID uuid.UUID, addr string) (bool, error) {
 	mine, ok := o.mine[userID]
 	if !ok {
-		as, err := o.in.Store.ListAddresses(ctx, userID)
+		as, err := o.in.store.ListAddresses(ctx, userID)
 		if err != nil && !errors.Is(err, store.ErrNotFound) {
 			return false, fmt.Errorf("ingest: addresses of %s: %w", userID, err)
 		}
@@ -72,7 +72,7 @@ func (o *ownership) isOwn(ctx context.Context, userID uuid.UUID, addr string) (b
 	if mine[addr] {
 		return true, nil
 	}
-	if o.in.Resolver == nil {
+	if o.in.resolver == nil {
 		return false, nil
 	}
 	users, ok := o.reaches[addr]
@@ -80,7 +80,7 @@ func (o *ownership) isOwn(ctx context.Context, userID uuid.UUID, addr string) (b
 		d := store.AddressDomain(addr)
 		hosted, ok := o.domains[d]
 		if !ok {
-			_, err := o.in.Store.GetDomain(ctx, d)
+			_, err := o.in.store.GetDomain(ctx, d)
 			switch {
 			case err == nil:
 				hosted = true
@@ -92,7 +92,7 @@ func (o *ownership) isOwn(ctx context.Context, userID uuid.UUID, addr string) (b
 		}
 		users = map[uuid.UUID]bool{}
 		if hosted {
-			as, err := o.in.Resolver.Users(ctx, addr)
+			as, err := o.in.resolver.Users(ctx, addr)
 			switch {
 			case err == nil:
 				for _, a := range as {
@@ -186,7 +186,7 @@ func (in *Ingester) resolvePeople(ctx context.Context, userID uuid.UUID, roles [
 }
 
 func (in *Ingester) findContact(ctx context.Context, userID uuid.UUID, addr string) (*store.Contact, error) {
-	c, err := in.Store.FindContactByChannel(ctx, userID, "email", addr)
+	c, err := in.store.FindContactByChannel(ctx, userID, "email", addr)
 	switch {
 	case err == nil:
 		return &c, nil
@@ -207,7 +207,7 @@ func (in *Ingester) contactFor(ctx context.Context, userID uuid.UUID, a Addr, no
 	if err != nil {
 		return nil, err
 	}
-	err = in.Store.PutContact(ctx, *c)
+	err = in.store.PutContact(ctx, *c)
 	switch {
 	case err == nil:
 		return c, nil
@@ -271,7 +271,7 @@ func (in *Ingester) peopleAndConversation(ctx context.Context, userID uuid.UUID,
 					errs[i] = fmt.Errorf("panic: %v: %w", r, store.ErrUnavailable)
 				}
 			}()
-			errs[i] = in.Store.PutContact(ctx, *c)
+			errs[i] = in.store.PutContact(ctx, *c)
 		}()
 	}
 	conv, convErr := in.conversation(ctx, userID, pp, p, at)
@@ -280,7 +280,7 @@ func (in *Ingester) peopleAndConversation(ctx context.Context, userID uuid.UUID,
 		// The conversation is keyed by a contact that does not exist: no
 		// one else can reach it, and no message is in it yet.
 		if convErr == nil {
-			if derr := in.Store.DeleteConversation(ctx, userID, conv.ID); derr != nil && !errors.Is(derr, store.ErrNotFound) {
+			if derr := in.store.DeleteConversation(ctx, userID, conv.ID); derr != nil && !errors.Is(derr, store.ErrNotFound) {
 				return pp, store.Conversation{}, fmt.Errorf("ingest: drop unused conversation: %w", derr)
 			}
 		}
@@ -323,14 +323,14 @@ func (in *Ingester) conversation(ctx context.Context, userID uuid.UUID, pp peopl
 		}
 		seen[ref] = true
 		lookups++
-		m, err := in.Store.FindMessageByMessageID(ctx, userID, ref)
+		m, err := in.store.FindMessageByMessageID(ctx, userID, ref)
 		if errors.Is(err, store.ErrNotFound) || errors.Is(err, store.ErrInvalid) {
 			continue
 		}
 		if err != nil {
 			return store.Conversation{}, fmt.Errorf("ingest: thread %q: %w", ref, err)
 		}
-		c, err := in.Store.GetConversation(ctx, userID, m.ConversationID)
+		c, err := in.store.GetConversation(ctx, userID, m.ConversationID)
 		if errors.Is(err, store.ErrNotFound) {
 			continue
 		}
@@ -344,7 +344,7 @@ func (in *Ingester) conversation(ctx context.Context, userID uuid.UUID, pp peopl
 	}
 
 	// Most messages go to an existing conversation: a read, not a write.
-	if c, err := in.Store.GetConversationByKey(ctx, userID, key); err == nil {
+	if c, err := in.store.GetConversationByKey(ctx, userID, key); err == nil {
 		return c, nil
 	} else if !errors.Is(err, store.ErrNotFound) {
 		return store.Conversation{}, fmt.Errorf("ingest: conversation %q: %w", key, err)
@@ -360,7 +360,7 @@ func (in *Ingester) conversation(ctx context.Context, userID uuid.UUID, pp peopl
 		cp.Role = ""
 		cparts = append(cparts, cp)
 	}
-	c, err := in.Store.GetOrCreateConversation(ctx, store.Conversation{
+	c, err := in.store.GetOrCreateConversation(ctx, store.Conversation{
 		UserID: userID, Key: key, ContactIDs: ids, Participants: cparts,
 		Subject: p.Subject, CreatedAt: at,
 	})
@@ -394,11 +394,11 @@ func (in *Ingester) MergeContacts(ctx context.Context, userID, into, from uuid.U
 	if into == from {
 		return fmt.Errorf("ingest: merge a contact into itself: %w", store.ErrInvalid)
 	}
-	ci, err := in.Store.GetContact(ctx, userID, into)
+	ci, err := in.store.GetContact(ctx, userID, into)
 	if err != nil {
 		return fmt.Errorf("ingest: merge into %s: %w", into, err)
 	}
-	cf, err := in.Store.GetContact(ctx, userID, from)
+	cf, err := in.store.GetContact(ctx, userID, from)
 	if err != nil {
 		return fmt.Errorf("ingest: merge from %s: %w", from, err)
 	}
@@ -426,12 +426,12 @@ func (in *Ingester) MergeContacts(ctx context.Context, userID, into, from uuid.U
 	if len(cf.Channels) > 0 || len(cf.Keys) > 0 {
 		emptied := cf
 		emptied.Channels, emptied.Keys, emptied.UpdatedAt = []store.Channel{}, []store.PublicKey{}, now
-		if err := in.Store.PutContact(ctx, emptied); err != nil {
+		if err := in.store.PutContact(ctx, emptied); err != nil {
 			return fmt.Errorf("ingest: merge: empty %s: %w", from, err)
 		}
 	}
-	if err := in.Store.PutContact(ctx, merged); err != nil {
-		if rerr := in.Store.PutContact(ctx, cf); rerr != nil {
+	if err := in.store.PutContact(ctx, merged); err != nil {
+		if rerr := in.store.PutContact(ctx, cf); rerr != nil {
 			in.log().Error("ingest: merge: cannot restore contact", "contact", from, "err", rerr)
 		}
 		return fmt.Errorf("ingest: merge: update %s: %w", into, err)
@@ -441,7 +441,7 @@ func (in *Ingester) MergeContacts(ctx context.Context, userID, into, from uuid.U
 	var affected []store.Conversation
 	cursor := ""
 	for {
-		page, next, err := in.Store.ListConversations(ctx, userID, store.Page{Limit: store.MaxLimit, Cursor: cursor})
+		page, next, err := in.store.ListConversations(ctx, userID, store.Page{Limit: store.MaxLimit, Cursor: cursor})
 		if err != nil {
 			return fmt.Errorf("ingest: merge: list conversations: %w", err)
 		}
@@ -462,7 +462,7 @@ func (in *Ingester) MergeContacts(ctx context.Context, userID, into, from uuid.U
 	}
 
 	// 3. from is gone.
-	if err := in.Store.DeleteContact(ctx, userID, from); err != nil && !errors.Is(err, store.ErrNotFound) {
+	if err := in.store.DeleteContact(ctx, userID, from); err != nil && !errors.Is(err, store.ErrNotFound) {
 		return fmt.Errorf("ingest: merge: delete %s: %w", from, err)
 	}
 	return nil
@@ -483,7 +483,7 @@ func (in *Ingester) AddChannel(ctx context.Context, userID, contactID uuid.UUID,
 		}
 		ch.Address = a
 	}
-	owner, err := in.Store.FindContactByChannel(ctx, userID, ch.Protocol, ch.Address)
+	owner, err := in.store.FindContactByChannel(ctx, userID, ch.Protocol, ch.Address)
 	switch {
 	case err == nil && owner.ID == contactID:
 		return nil
@@ -494,13 +494,13 @@ func (in *Ingester) AddChannel(ctx context.Context, userID, contactID uuid.UUID,
 	case !errors.Is(err, store.ErrNotFound):
 		return fmt.Errorf("ingest: channel owner: %w", err)
 	}
-	c, err := in.Store.GetContact(ctx, userID, contactID)
+	c, err := in.store.GetContact(ctx, userID, contactID)
 	if err != nil {
 		return fmt.Errorf("ingest: contact %s: %w", contactID, err)
 	}
 	c.Channels = append(c.Channels, ch)
 	c.UpdatedAt = in.now()
-	if err := in.Store.PutContact(ctx, c); err != nil {
+	if err := in.store.PutContact(ctx, c); err != nil {
 		return fmt.Errorf("ingest: add channel: %w", err)
 	}
 	return nil
@@ -538,12 +538,12 @@ func replaceInParticipants(ps []store.Participant, into, from uuid.UUID, dedupe 
 func (in *Ingester) rekey(ctx context.Context, userID uuid.UUID, c store.Conversation, into, from uuid.UUID) error {
 	ids := replaceContact(c.ContactIDs, into, from)
 	key := convKey(ids)
-	target, err := in.Store.GetConversationByKey(ctx, userID, key)
+	target, err := in.store.GetConversationByKey(ctx, userID, key)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		c.Key, c.ContactIDs = key, ids
 		c.Participants = replaceInParticipants(c.Participants, into, from, true)
-		if err := in.Store.UpdateConversation(ctx, c); err != nil {
+		if err := in.store.UpdateConversation(ctx, c); err != nil {
 			return fmt.Errorf("ingest: merge: re-key conversation %s: %w", c.ID, err)
 		}
 		return nil
@@ -554,7 +554,7 @@ func (in *Ingester) rekey(ctx context.Context, userID uuid.UUID, c store.Convers
 	}
 	// Move every message of c into target, then drop c.
 	for {
-		msgs, _, err := in.Store.ListMessages(ctx, userID, c.ID, store.Page{Limit: 100})
+		msgs, _, err := in.store.ListMessages(ctx, userID, c.ID, store.Page{Limit: 100})
 		if err != nil {
 			return fmt.Errorf("ingest: merge: messages of %s: %w", c.ID, err)
 		}
@@ -567,7 +567,7 @@ func (in *Ingester) rekey(ctx context.Context, userID uuid.UUID, c store.Convers
 			}
 		}
 	}
-	if err := in.Store.DeleteConversation(ctx, userID, c.ID); err != nil && !errors.Is(err, store.ErrNotFound) {
+	if err := in.store.DeleteConversation(ctx, userID, c.ID); err != nil && !errors.Is(err, store.ErrNotFound) {
 		return fmt.Errorf("ingest: merge: delete conversation %s: %w", c.ID, err)
 	}
 	return nil
@@ -582,23 +582,23 @@ func (in *Ingester) moveMessage(ctx context.Context, m store.Message, to, into, 
 	moved.Participants = replaceInParticipants(m.Participants, into, from, false)
 	// The delete may give back the blob's last reference, which deletes
 	// it: keep the bytes to store them again for the put.
-	raw, err := in.Store.GetBlob(ctx, m.RawHash)
+	raw, err := in.store.GetBlob(ctx, m.RawHash)
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		return fmt.Errorf("ingest: merge: move message %s: %w", m.ID, err)
 	}
 	// Delete then put (the dedup key must be free for the put): once the
 	// delete is done, a cancelled request must not stop the put halfway.
 	ctx = context.WithoutCancel(ctx)
-	if err := in.Store.DeleteMessage(ctx, m.UserID, m.ID); err != nil && !errors.Is(err, store.ErrNotFound) {
+	if err := in.store.DeleteMessage(ctx, m.UserID, m.ID); err != nil && !errors.Is(err, store.ErrNotFound) {
 		return fmt.Errorf("ingest: merge: move message %s: %w", m.ID, err)
 	}
 	if raw != nil {
-		if _, err := in.Store.PutBlob(ctx, raw); err != nil {
+		if _, err := in.store.PutBlob(ctx, raw); err != nil {
 			in.log().Error("ingest: merge: storing the raw message again failed", "message", m.ID, "raw", m.RawHash, "err", err)
 		}
 	}
-	if _, _, err := in.Store.PutMessage(ctx, moved); err != nil {
-		if _, _, rerr := in.Store.PutMessage(ctx, m); rerr != nil {
+	if _, _, err := in.store.PutMessage(ctx, moved); err != nil {
+		if _, _, rerr := in.store.PutMessage(ctx, m); rerr != nil {
 			in.log().Error("ingest: merge: message lost from its conversation; its raw blob remains",
 				"message", m.ID, "raw", m.RawHash, "err", rerr)
 		}

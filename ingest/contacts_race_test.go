@@ -41,7 +41,7 @@ func (s *racingStore) PutContact(ctx context.Context, c store.Contact) error {
 func TestNewContactLostRace(t *testing.T) {
 	f := newFixture(t)
 	rs := &racingStore{Store: f.st, addr: "carol@remote.example"}
-	f.in.Store = rs
+	f.with(func(c *Config) { c.Store = rs })
 	m := f.one(simple("carol@remote.example", "alice@example.org, dan@remote.example", "hi", "x"))
 	if m.Participants[0].ContactID != rs.rival {
 		t.Errorf("from contact = %v, want the rival %v", m.Participants[0].ContactID, rs.rival)

@@ -49,25 +49,3 @@ func FuzzIngest(f *testing.F) {
 		}
 	})
 }
-
-// FuzzParse covers the parser alone, far faster than FuzzIngest: it never
-// panics and every string it yields is valid UTF-8.
-func FuzzParse(f *testing.F) {
-	f.Add([]byte("Content-Type: multipart/mixed; boundary=b\n\n--b\nContent-Type: multipart/alternative; boundary=c\n\n--c\n\nx\n--c--\n--b--\n"))
-	f.Add([]byte("From: =?utf-8?q?a?= <a@b.example>\nReceived: from x (y) by z with ESMTPS\n\n" + pgpArmor))
-	f.Fuzz(func(t *testing.T, raw []byte) {
-		p := Parse(raw, 0)
-		for _, s := range append([]string{p.Subject, p.TextBody, p.HTMLBody, p.Excerpt, p.MessageID}, p.Problems...) {
-			if !utf8.ValidString(s) {
-				t.Fatalf("invalid UTF-8: %q", s)
-			}
-		}
-		for _, l := range [][]Addr{p.From, p.To, p.Cc, p.Sender, p.ReplyTo, p.Bcc} {
-			for _, a := range l {
-				if !utf8.ValidString(a.Name) || !utf8.ValidString(a.Address) || a.Address == "" {
-					t.Fatalf("bad address %+v", a)
-				}
-			}
-		}
-	})
-}

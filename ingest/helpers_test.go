@@ -21,6 +21,7 @@ type fixture struct {
 	ctx   context.Context
 	st    store.Store
 	in    *Ingester
+	cfg   Config
 	alice uuid.UUID
 	bob   uuid.UUID
 }
@@ -42,8 +43,18 @@ func newFixtureOn(t testing.TB, st store.Store) *fixture {
 	must(t, st.PutAlias(ctx, store.Alias{Address: "team@example.org", Targets: []string{"alice@example.org", "bob@example.org"}}))
 	r, err := resolve.New(resolve.Config{Store: st, Delimiter: resolve.DefaultDelimiter})
 	must(t, err)
-	f.in = &Ingester{Store: st, Resolver: r}
+	f.cfg = Config{Store: st, Resolver: r}
+	f.with(func(*Config) {})
 	return f
+}
+
+// with changes the fixture's Config and builds its Ingester again.
+func (f *fixture) with(edit func(*Config)) {
+	f.t.Helper()
+	edit(&f.cfg)
+	in, err := New(f.cfg)
+	must(f.t, err)
+	f.in = in
 }
 
 func must(t testing.TB, err error) {

@@ -54,12 +54,12 @@ type Quota interface {
 	Check(ctx context.Context, userID uuid.UUID, adding int64) error
 }
 
-// Ingester stores messages. Its fields are read only once it is in use; one
-// Ingester serves concurrent calls.
-type Ingester struct {
+// Config is what an Ingester is built from: settings and dependencies.
+type Config struct {
+	// Store is where messages go. Required.
 	Store Store
 	// Resolver expands envelope recipients to hosted users and tells which
-	// participant addresses are the user's own. Required by Ingest.
+	// participant addresses are the user's own. Required.
 	Resolver *resolve.Resolver
 	// Verifier checks authenticity (DKIM, SPF, DMARC, OpenPGP); nil keeps
 	// only what ingest sees itself.
@@ -68,25 +68,43 @@ type Ingester struct {
 	// (an error wrapping store.ErrOverQuota, before anything is stored for
 	// anyone); nil: no quota. *quota.Checker implements it.
 	Quota Quota
-	// Log defaults to slog.Default().
-	Log *slog.Logger
-	// Now defaults to time.Now.
+	// Logger: nil discards.
+	Logger *slog.Logger
+	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
 
-func (in *Ingester) log() *slog.Logger {
-	if in.Log != nil {
-		return in.Log
-	}
-	return slog.Default()
+// Ingester stores messages. One Ingester serves concurrent calls.
+type Ingester struct {
+	store    Store
+	resolver *resolve.Resolver
+	verifier Verifier
+	quota    Quota
+	logger   *slog.Logger
+	clock    func() time.Time
 }
 
-func (in *Ingester) now() time.Time {
-	if in.Now != nil {
-		return in.Now()
+// New returns an Ingester, or an error naming a missing dependency.
+func New(cfg Config) (*Ingester, error) {
+	switch {
+	case cfg.Store == nil:
+		return nil, errors.New("ingest: Config.Store is required")
+	case cfg.Resolver == nil:
+		return nil, errors.New("ingest: Config.Resolver is required")
 	}
-	return time.Now()
+	in := &Ingester{store: cfg.Store, resolver: cfg.Resolver, verifier: cfg.Verifier, quota: cfg.Quota, logger: cfg.Logger, clock: cfg.Now}
+	if in.logger == nil {
+		in.logger = slog.New(slog.DiscardHandler)
+	}
+	if in.clock == nil {
+		in.clock = time.Now
+	}
+	return in, nil
 }
+
+func (in *Ingester) log() *slog.Logger { return in.logger }
+
+func (in *Ingester) now() time.Time { return in.clock() }
 
 // dedupKey is the idempotency key of a message in one user's mailbox.
 func dedupKey(inbound bool, rawHash string) string {
@@ -107,9 +125,6 @@ func msTime(t time.Time) time.Time {
 // caller must then acknowledge nothing (4xx); a retry is safe since delivery
 // is idempotent. A message that cannot be parsed is not an error.
 func (in *Ingester) Ingest(ctx context.Context, env Envelope, raw []byte) (Result, error) {
-	if in.Store == nil || in.Resolver == nil {
-		return Result{}, fmt.Errorf("ingest: Ingester needs a Store and a Resolver: %w", store.ErrInvalid)
-	}
 	users, elsewhere, err := in.recipients(ctx, env.Recipients)
 	if err != nil {
 		return Result{}, err
@@ -118,11 +133,11 @@ func (in *Ingester) Ingest(ctx context.Context, env Envelope, raw []byte) (Resul
 		in.log().Debug("ingest: no hosted recipient", "queue_id", env.QueueID, "recipients", env.Recipients)
 		return Result{}, nil
 	}
-	if in.Quota != nil {
+	if in.quota != nil {
 		// All or nothing: the sender gets one answer for the message, and
 		// a retry must not find it stored for some recipients only.
 		for _, u := range users {
-			if err := in.Quota.Check(ctx, u, int64(len(raw))); err != nil {
+			if err := in.quota.Check(ctx, u, int64(len(raw))); err != nil {
 				return Result{}, fmt.Errorf("ingest: %w", err)
 			}
 		}
@@ -164,9 +179,6 @@ func (in *Ingester) Ingest(ctx context.Context, env Envelope, raw []byte) (Resul
 // (they include Bcc recipients absent from the header); nil means those of
 // the header. Storing the same bytes again returns the stored message.
 func (in *Ingester) StoreSent(ctx context.Context, userID uuid.UUID, raw []byte, recipients []string) (Delivery, error) {
-	if in.Store == nil {
-		return Delivery{}, fmt.Errorf("ingest: Ingester needs a Store: %w", store.ErrInvalid)
-	}
 	m, err := in.prepare(ctx, raw, 0)
 	if err != nil {
 		return Delivery{}, err
@@ -183,7 +195,7 @@ func (in *Ingester) StoreSent(ctx context.Context, userID uuid.UUID, raw []byte,
 func (in *Ingester) recipients(ctx context.Context, rcpts []string) (users []uuid.UUID, elsewhere bool, err error) {
 	seen := map[uuid.UUID]bool{}
 	for _, r := range rcpts {
-		as, out, err := in.Resolver.Reach(ctx, r)
+		as, out, err := in.resolver.Reach(ctx, r)
 		switch {
 		case errors.Is(err, store.ErrNotFound), errors.Is(err, store.ErrInvalid):
 			elsewhere = true
@@ -246,7 +258,7 @@ func (in *Ingester) prepare(ctx context.Context, raw []byte, ownReceived int) (*
 				m.blobErr = fmt.Errorf("panic: %v: %w", r, store.ErrUnavailable)
 			}
 		}()
-		m.blobHash, m.blobErr = in.Store.PutBlob(ctx, raw)
+		m.blobHash, m.blobErr = in.store.PutBlob(ctx, raw)
 	}()
 	m.hash = store.BlobHash(raw)
 	p, err := parseSafely(raw, ownReceived)
@@ -277,7 +289,7 @@ func (in *Ingester) deliver(ctx context.Context, userID uuid.UUID, m *prepared, 
 
 	// A retry is usually found by its Message-ID before any work is redone.
 	if p.MessageID != "" {
-		old, err := in.Store.FindMessageByMessageID(ctx, userID, p.MessageID)
+		old, err := in.store.FindMessageByMessageID(ctx, userID, p.MessageID)
 		switch {
 		case err == nil && old.RawHash == m.hash && old.Inbound == m.inbound:
 			if err := m.blobStored(); err != nil {
@@ -304,7 +316,7 @@ func (in *Ingester) deliver(ctx context.Context, userID uuid.UUID, m *prepared, 
 			return Delivery{}, err
 		}
 		features, afterStore, err = in.verify(ctx, VerifyInput{
-			UserID: userID, Envelope: m.env, Raw: m.raw, From: pp.from, Parsed: p,
+			UserID: userID, Envelope: m.env, Raw: m.raw, RawHash: m.hash, From: pp.from, Parsed: p,
 			Sender: pp.sender, Features: features,
 		}, &sec)
 		if err != nil {
@@ -341,7 +353,7 @@ func (in *Ingester) deliver(ctx context.Context, userID uuid.UUID, m *prepared, 
 	if err := m.blobStored(); err != nil {
 		return Delivery{}, err
 	}
-	stored, created, err := in.Store.PutMessage(ctx, msg)
+	stored, created, err := in.store.PutMessage(ctx, msg)
 	if err != nil {
 		return Delivery{}, fmt.Errorf("ingest: store message for %s: %w", userID, err)
 	}

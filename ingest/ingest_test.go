@@ -15,6 +15,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ProtonMail/go-crypto/openpgp"
+	"github.com/ProtonMail/go-crypto/openpgp/armor"
+	"github.com/ProtonMail/go-crypto/openpgp/packet"
 	"github.com/emersion/go-message/charset"
 	"github.com/google/uuid"
 	"golang.org/x/text/encoding"
@@ -380,7 +383,8 @@ func TestConcurrentRedelivery(t *testing.T) {
 
 func TestAliasToTwoUsers(t *testing.T) {
 	f := newFixture(t)
-	f.in.Store = &countingStore{Store: f.st}
+	counting := &countingStore{Store: f.st}
+	f.with(func(c *Config) { c.Store = counting })
 	raw := simple("carol@remote.example", "team@example.org", "to the team", "hi both")
 	res := f.ingest(raw, "team@example.org", "Alice+news@Example.org")
 	if len(res.Deliveries) != 2 {
@@ -406,7 +410,7 @@ func TestAliasToTwoUsers(t *testing.T) {
 	if len(hashes) != 1 {
 		t.Error("recipients must share one blob")
 	}
-	if c := f.in.Store.(*countingStore); c.blobPuts.Load() != 1 {
+	if c := counting; c.blobPuts.Load() != 1 {
 		t.Errorf("PutBlob called %d times, want 1", c.blobPuts.Load())
 	}
 }
@@ -571,7 +575,30 @@ func TestStoreSent(t *testing.T) {
 	}
 }
 
-const pgpArmor = "-----BEGIN PGP MESSAGE-----\n\nhQEMA1234567890ABAQf/c2VjcmV0\n=abcd\n-----END PGP MESSAGE-----\n"
+// pgpArmor is a real encrypted OpenPGP message: encryption is what the
+// data is, not what a label or an armor line claims.
+var pgpArmor = func() string {
+	e, err := openpgp.NewEntity("Carol", "", "carol@remote.example", &packet.Config{Algorithm: packet.PubKeyAlgoEdDSA})
+	if err != nil {
+		panic(err)
+	}
+	var b bytes.Buffer
+	aw, err := armor.Encode(&b, "PGP MESSAGE", nil)
+	if err != nil {
+		panic(err)
+	}
+	pw, err := openpgp.Encrypt(aw, openpgp.EntityList{e}, nil, nil, nil)
+	if err != nil {
+		panic(err)
+	}
+	pw.Write([]byte("secret"))
+	pw.Close()
+	aw.Close()
+	return strings.ReplaceAll(b.String(), "\r\n", "\n") + "\n"
+}()
+
+// fakeArmor only looks like an OpenPGP message.
+const fakeArmor = "-----BEGIN PGP MESSAGE-----\n\nhQEMA1234567890ABAQf/c2VjcmV0\n=abcd\n-----END PGP MESSAGE-----\n"
 
 func TestEncryptionStructure(t *testing.T) {
 	cases := []struct {
@@ -619,6 +646,12 @@ func TestEncryptionStructure(t *testing.T) {
 			`Content-Type: application/pkcs7-mime; smime-type=enveloped-data; name="smime.p7m"`, "Content-Transfer-Encoding: base64"}, "MIAGCSqGSIb3DQEHA6CAMIACAQAx\n"),
 			privacyindex.EncMIME, nil},
 		{"clear", simple("carol@remote.example", "alice@example.org", "clear", "hello"), privacyindex.EncNone, nil},
+		{"armor that is not encrypted data", simple("carol@remote.example", "alice@example.org", "...", fakeArmor),
+			privacyindex.EncNone, func(t *testing.T, s Security, m store.Message) {
+				if !s.Structure.PGPInline || s.Structure.ProtectedHeaders {
+					t.Errorf("structure = %+v", s.Structure)
+				}
+			}},
 	}
 	f := newFixture(t)
 	for _, c := range cases {
@@ -704,12 +737,14 @@ func TestHistory(t *testing.T) {
 func TestVerifierIsPluggable(t *testing.T) {
 	f := newFixture(t)
 	var got VerifyInput
-	f.in.Verifier = VerifierFunc(func(ctx context.Context, in VerifyInput) (Verification, error) {
-		got = in
-		out := in.Features
-		out.DKIM, out.DKIMAligned, out.DMARC = privacyindex.AuthPass, true, privacyindex.AuthPass
-		out.History = privacyindex.History{Messages: 99} // ignored: ingest owns history
-		return Verification{Features: out, Details: map[string]string{"dkim": "pass"}}, nil
+	f.with(func(c *Config) {
+		c.Verifier = VerifierFunc(func(ctx context.Context, in VerifyInput) (Verification, error) {
+			got = in
+			out := in.Features
+			out.DKIM, out.DKIMAligned, out.DMARC = privacyindex.AuthPass, true, privacyindex.AuthPass
+			out.History = privacyindex.History{Messages: 99} // ignored: ingest owns history
+			return Verification{Features: out, Details: map[string]string{"dkim": "pass"}}, nil
+		})
 	})
 	m := f.one(simple("Carol <carol@remote.example>", "alice@example.org", "verified", "x"))
 	s := f.security(m)
@@ -723,18 +758,24 @@ func TestVerifierIsPluggable(t *testing.T) {
 		t.Errorf("verify input = %+v", got)
 	}
 
-	f.in.Verifier = VerifierFunc(func(context.Context, VerifyInput) (Verification, error) { return Verification{}, errors.New("boom") })
+	f.with(func(c *Config) {
+		c.Verifier = VerifierFunc(func(context.Context, VerifyInput) (Verification, error) { return Verification{}, errors.New("boom") })
+	})
 	m = f.one(simple("carol@remote.example", "alice@example.org", "verifier down", "x"))
 	if s := f.security(m); s.VerifyError != "boom" {
 		t.Errorf("verify error = %q", s.VerifyError)
 	}
-	f.in.Verifier = VerifierFunc(func(context.Context, VerifyInput) (Verification, error) { panic("bug") })
+	f.with(func(c *Config) {
+		c.Verifier = VerifierFunc(func(context.Context, VerifyInput) (Verification, error) { panic("bug") })
+	})
 	f.one(simple("carol@remote.example", "alice@example.org", "verifier panics", "x"))
 
 	ctx, cancel := context.WithCancel(f.ctx)
-	f.in.Verifier = VerifierFunc(func(context.Context, VerifyInput) (Verification, error) {
-		cancel()
-		return Verification{}, context.Canceled
+	f.with(func(c *Config) {
+		c.Verifier = VerifierFunc(func(context.Context, VerifyInput) (Verification, error) {
+			cancel()
+			return Verification{}, context.Canceled
+		})
 	})
 	if _, err := f.in.Ingest(ctx, Envelope{Recipients: []string{"alice@example.org"}},
 		[]byte(simple("carol@remote.example", "alice@example.org", "cancelled", "x"))); err == nil {
@@ -784,7 +825,7 @@ func TestStoreErrorsAreReturned(t *testing.T) {
 	for _, method := range []string{"PutMessage", "PutBlob", "FindContactByChannel"} {
 		t.Run(method, func(t *testing.T) {
 			f := newFixture(t)
-			f.in.Store = failing{Store: f.st, method: method}
+			f.with(func(c *Config) { c.Store = failing{Store: f.st, method: method} })
 			_, err := f.in.Ingest(f.ctx, Envelope{Recipients: []string{"alice@example.org"}},
 				[]byte(simple("carol@remote.example", "alice@example.org", "x", "x")))
 			if !errors.Is(err, store.ErrUnavailable) {

@@ -15,7 +15,7 @@ func TestQuota(t *testing.T) {
 	f := newFixture(t)
 	q, err := quota.New(quota.Config{Store: f.st, Default: 1 << 30})
 	must(t, err)
-	f.in.Quota = q
+	f.with(func(c *Config) { c.Quota = q })
 	msg := func(i int) string {
 		return fmt.Sprintf("From: carol@example.net\r\nTo: team@example.org\r\nMessage-ID: <q%d@example.net>\r\nSubject: q%d\r\n\r\n%0600d\r\n", i, i, i)
 	}

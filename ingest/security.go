@@ -50,10 +50,10 @@ type EnvelopeFacts struct {
 
 func envelopeFacts(env Envelope) *EnvelopeFacts {
 	return &EnvelopeFacts{
-		MailFrom: clip(fixText(env.MailFrom), 320), ClientAddr: clip(fixText(env.ClientAddr), 64),
-		ClientName: clip(fixText(env.ClientName), 255), Helo: clip(fixText(env.Helo), 255),
-		TLSVersion: clip(fixText(env.TLSVersion), 32), TLSCipher: clip(fixText(env.TLSCipher), 128),
-		TLSBits: env.TLSBits, AuthUser: clip(fixText(env.AuthUser), 255), QueueID: clip(fixText(env.QueueID), 64),
+		MailFrom: text(env.MailFrom, 320), ClientAddr: text(env.ClientAddr, 64),
+		ClientName: text(env.ClientName, 255), Helo: text(env.Helo, 255),
+		TLSVersion: text(env.TLSVersion, 32), TLSCipher: text(env.TLSCipher, 128),
+		TLSBits: env.TLSBits, AuthUser: text(env.AuthUser, 255), QueueID: text(env.QueueID, 64),
 	}
 }
 
@@ -87,6 +87,9 @@ type VerifyInput struct {
 	UserID   uuid.UUID
 	Envelope Envelope
 	Raw      []byte
+	// RawHash is the hex SHA-256 of Raw (the blob hash), computed once
+	// per message: a Verifier keys per-message caches on it.
+	RawHash string
 	// From is the header From address (normalised), "" when there is none.
 	From   string
 	Parsed *Parsed
@@ -121,8 +124,8 @@ func baseFeatures(env Envelope, p *Parsed, inbound bool) privacyindex.MessageFea
 		ARCSealed:        s.ARCSealed,
 	}
 	if inbound {
-		f.TLSVersion = clip(fixText(env.TLSVersion), 32)
-		f.TLSCipher = clip(fixText(env.TLSCipher), 128)
+		f.TLSVersion = text(env.TLSVersion, 32)
+		f.TLSCipher = text(env.TLSCipher, 128)
 	}
 	return f
 }
@@ -131,7 +134,7 @@ func baseFeatures(env Envelope, p *Parsed, inbound bool) privacyindex.MessageFea
 // security record.
 func (in *Ingester) verify(ctx context.Context, vin VerifyInput, sec *Security) (privacyindex.MessageFeatures, func(context.Context) error, error) {
 	f := vin.Features
-	if in.Verifier == nil {
+	if in.verifier == nil {
 		return f, nil, nil
 	}
 	v, err := in.callVerifier(ctx, vin)
@@ -145,17 +148,17 @@ func (in *Ingester) verify(ctx context.Context, vin VerifyInput, sec *Security) 
 			return f, nil, fmt.Errorf("ingest: verify: %w", err)
 		}
 		in.log().Warn("ingest: verification failed; storing with ingest's own facts", "user", vin.UserID, "err", err)
-		sec.VerifyError = clip(fixText(err.Error()), 500)
-		// The MIME structure alone proves no encryption: a sender can label
-		// plain text "multipart/encrypted".
-		f.Encryption, f.Strength = privacyindex.EncNone, privacyindex.StrengthWeak
+		sec.VerifyError = text(err.Error(), 500)
+		// The encryption class was checked on the data (a label alone is
+		// not encryption); its algorithms and key sizes were not.
+		f.Strength = privacyindex.StrengthWeak
 		return f, nil, nil
 	}
 	if v.Details != nil {
 		if b, err := json.Marshal(v.Details); err == nil {
 			sec.Verification = b
 		} else {
-			sec.VerifyError = clip("details not serialisable: "+err.Error(), 500)
+			sec.VerifyError = text("details not serialisable: "+err.Error(), 500)
 		}
 	}
 	out := v.Features
@@ -171,7 +174,7 @@ func (in *Ingester) callVerifier(ctx context.Context, vin VerifyInput) (v Verifi
 			err = fmt.Errorf("verifier panic: %v", r)
 		}
 	}()
-	return in.Verifier.Verify(ctx, vin)
+	return in.verifier.Verify(ctx, vin)
 }
 
 // messagePI is the single call site of the message PI model.
@@ -198,7 +201,7 @@ func (in *Ingester) history(ctx context.Context, userID uuid.UUID, sender *store
 	}
 	convs := []store.Conversation{conv}
 	if one := convKey([]uuid.UUID{sender.ID}); conv.Key != one {
-		c, err := in.Store.GetConversationByKey(ctx, userID, one)
+		c, err := in.store.GetConversationByKey(ctx, userID, one)
 		switch {
 		case err == nil:
 			convs = append(convs, c)
@@ -217,7 +220,7 @@ func (in *Ingester) history(ctx context.Context, userID uuid.UUID, sender *store
 		if c.MessageCount == 0 {
 			continue
 		}
-		msgs, _, err := in.Store.ListMessages(ctx, userID, c.ID, store.Page{Limit: historyMessages})
+		msgs, _, err := in.store.ListMessages(ctx, userID, c.ID, store.Page{Limit: historyMessages})
 		if err != nil {
 			if errors.Is(err, store.ErrNotFound) {
 				continue

@@ -20,6 +20,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/caliopen/caliopen/ingest"
+	"github.com/caliopen/caliopen/message"
 	"github.com/caliopen/caliopen/privacyindex"
 	"github.com/caliopen/caliopen/store"
 	"github.com/caliopen/caliopen/verify"
@@ -37,21 +38,49 @@ type Store interface {
 	GetUser(ctx context.Context, id uuid.UUID) (store.User, error)
 }
 
-// Verifier implements ingest.Verifier. Its zero value (with Base and Store
-// set) is ready; it must not be copied after first use.
-type Verifier struct {
-	// Base is the configured verifier (DNS resolver, trusted sealers…);
-	// its Keys field is set per call from the sender's contact.
-	Base  *verify.Verifier
+// Config is what a Verifier is built from.
+type Config struct {
+	// Verify is the configured verifier (DNS resolver, trusted sealers…);
+	// the sender's keys are handed to it per call. Required.
+	Verify *verify.Verifier
+	// Store holds contacts and users. Required.
 	Store Store
-	Log   *slog.Logger
-	Now   func() time.Time
+	// Logger: nil discards.
+	Logger *slog.Logger
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// Verifier implements ingest.Verifier. One Verifier serves concurrent calls.
+type Verifier struct {
+	base   *verify.Verifier
+	store  Store
+	logger *slog.Logger
+	clock  func() time.Time
 
 	// The DNS checks (DKIM, SPF, DMARC, ARC) depend on the message only:
 	// a message for several users is checked once, and each user gets only
 	// the OpenPGP analysis, which depends on their keys.
 	mu     sync.Mutex
 	recent map[[32]byte]recentFacts
+}
+
+// New returns a Verifier, or an error naming a missing dependency.
+func New(cfg Config) (*Verifier, error) {
+	switch {
+	case cfg.Verify == nil:
+		return nil, errors.New("keytrust: Config.Verify is required")
+	case cfg.Store == nil:
+		return nil, errors.New("keytrust: Config.Store is required")
+	}
+	k := &Verifier{base: cfg.Verify, store: cfg.Store, logger: cfg.Logger, clock: cfg.Now, recent: map[[32]byte]recentFacts{}}
+	if k.logger == nil {
+		k.logger = slog.New(slog.DiscardHandler)
+	}
+	if k.clock == nil {
+		k.clock = time.Now
+	}
+	return k, nil
 }
 
 type recentFacts struct {
@@ -63,15 +92,18 @@ type recentFacts struct {
 // message follow each other within an ingest call.
 const recentTTL = time.Minute
 
-func (k *Verifier) verifyOnce(ctx context.Context, v *verify.Verifier, in verify.Input) (verify.Facts, error) {
+func (k *Verifier) verifyOnce(ctx context.Context, in verify.Input, rawHash string) (verify.Facts, error) {
+	if rawHash == "" {
+		rawHash = store.BlobHash(in.Raw)
+	}
 	// The SMTP facts are part of the key: the same bytes from another
-	// client are checked again (SPF depends on it).
+	// client are checked again (SPF depends on it). The message itself is
+	// named by the hash ingest computed once, not hashed again per user.
 	h := sha256.New()
-	for _, part := range []string{in.MailFrom, in.ClientIP, in.Helo, in.From} {
+	for _, part := range []string{in.MailFrom, in.ClientIP, in.Helo, in.From, rawHash} {
 		h.Write([]byte(part))
 		h.Write([]byte{0})
 	}
-	h.Write(in.Raw)
 	var key [32]byte
 	h.Sum(key[:0])
 	now := time.Now()
@@ -80,17 +112,14 @@ func (k *Verifier) verifyOnce(ctx context.Context, v *verify.Verifier, in verify
 	k.mu.Unlock()
 	if ok && now.Sub(r.at) < recentTTL {
 		f := r.facts
-		f.PGP = v.OpenPGP(ctx, in)
+		f.PGP = k.base.OpenPGP(ctx, in)
 		return f, nil
 	}
-	f, err := v.Verify(ctx, in)
+	f, err := k.base.Verify(ctx, in)
 	if err != nil {
 		return f, err
 	}
 	k.mu.Lock()
-	if k.recent == nil {
-		k.recent = map[[32]byte]recentFacts{}
-	}
 	for h, old := range k.recent { // few entries: messages in flight
 		if now.Sub(old.at) >= recentTTL {
 			delete(k.recent, h)
@@ -118,51 +147,43 @@ type contactKeys []string
 
 func (k contactKeys) PublicKeys(context.Context, string) ([]string, error) { return k, nil }
 
-func (k *Verifier) now() time.Time {
-	if k.Now != nil {
-		return k.Now()
-	}
-	return time.Now()
-}
-
-func (k *Verifier) log() *slog.Logger {
-	if k.Log != nil {
-		return k.Log
-	}
-	return slog.Default()
-}
+func (k *Verifier) now() time.Time { return k.clock() }
 
 // Verify runs verification for one delivery and returns the full feature
 // set. It changes nothing: what the message teaches about the sender's keys
 // is written by the returned AfterStore, once the message is stored for the
 // first time, so a retried or duplicated message counts once.
 func (k *Verifier) Verify(ctx context.Context, in ingest.VerifyInput) (ingest.Verification, error) {
-	v := *k.Base
-	var sender *store.Contact
+	var (
+		sender *store.Contact
+		keys   contactKeys
+	)
 	if in.Sender != nil {
 		// Re-read: another delivery may have recorded a key since ingest
 		// resolved the contact. Gone meanwhile (merged, deleted): no keys.
-		c, err := k.Store.GetContact(ctx, in.UserID, in.Sender.ID)
+		c, err := k.store.GetContact(ctx, in.UserID, in.Sender.ID)
 		switch {
 		case err == nil:
 			sender = &c
-			keys := make(contactKeys, 0, len(c.Keys))
+			keys = make(contactKeys, 0, len(c.Keys))
 			for _, key := range c.Keys {
 				keys = append(keys, key.Armored)
 			}
-			v.Keys = keys
 		case !errors.Is(err, store.ErrNotFound):
 			return ingest.Verification{}, fmt.Errorf("keytrust: sender contact: %w", err)
 		}
 	}
 	input := verify.Input{
-		Raw: in.Raw, MailFrom: in.Envelope.MailFrom, ClientIP: in.Envelope.ClientAddr,
+		Raw: in.Raw, Message: parsedMessage(in.Parsed), MailFrom: in.Envelope.MailFrom, ClientIP: in.Envelope.ClientAddr,
 		Helo: in.Envelope.Helo, From: in.From,
+	}
+	if keys != nil { // the sender's keys as this user knows them
+		input.Keys = keys
 	}
 	// The private key matters only for encrypted mail; plain mail needs no
 	// user read.
 	if in.Parsed == nil || in.Features.Encryption != privacyindex.EncNone {
-		user, err := k.Store.GetUser(ctx, in.UserID)
+		user, err := k.store.GetUser(ctx, in.UserID)
 		if err != nil {
 			return ingest.Verification{}, fmt.Errorf("keytrust: user: %w", err)
 		}
@@ -170,7 +191,7 @@ func (k *Verifier) Verify(ctx context.Context, in ingest.VerifyInput) (ingest.Ve
 			input.RecipientKeys = []string{user.Setup.PrivateKey}
 		}
 	}
-	facts, err := k.verifyOnce(ctx, &v, input)
+	facts, err := k.verifyOnce(ctx, input, in.RawHash)
 	if err != nil {
 		return ingest.Verification{}, err
 	}
@@ -296,7 +317,7 @@ func namesContact(c store.Contact, h verify.HarvestedKey) bool {
 // (read just before the write, so a fingerprint the user confirmed
 // meanwhile is kept).
 func (k *Verifier) record(ctx context.Context, userID, contactID uuid.UUID, l learnt) error {
-	c, err := k.Store.GetContact(ctx, userID, contactID)
+	c, err := k.store.GetContact(ctx, userID, contactID)
 	if errors.Is(err, store.ErrNotFound) {
 		return nil // deleted or merged meanwhile: nothing to record
 	}
@@ -319,7 +340,7 @@ func (k *Verifier) record(ctx context.Context, userID, contactID uuid.UUID, l le
 		c.Keys = append(c.Keys, key)
 	}
 	c.UpdatedAt = now
-	if err := k.Store.PutContact(ctx, c); err != nil {
+	if err := k.store.PutContact(ctx, c); err != nil {
 		return fmt.Errorf("keytrust: record keys: %w", err)
 	}
 	return nil
@@ -341,4 +362,13 @@ func hasChannel(c *store.Contact, addr string) bool {
 		}
 	}
 	return false
+}
+
+// parsedMessage is the message ingest parsed, nil when there is none (verify
+// then parses Raw itself).
+func parsedMessage(p *ingest.Parsed) *message.Message {
+	if p == nil {
+		return nil
+	}
+	return p.Msg
 }

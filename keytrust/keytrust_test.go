@@ -49,8 +49,21 @@ func newFixture(t *testing.T) *fixture {
 	if err := st.PutContact(ctx, f.sender); err != nil {
 		t.Fatal(err)
 	}
-	f.kt = &Verifier{Base: &verify.Verifier{Timeout: 5 * time.Second}, Store: st}
+	f.st = st
+	f.build(verify.Config{Timeout: 5 * time.Second})
 	return f
+}
+
+// build makes the fixture's keytrust Verifier on a verifier made of cfg.
+func (f *fixture) build(cfg verify.Config) {
+	f.t.Helper()
+	v, err := verify.New(cfg)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	if f.kt, err = New(Config{Verify: v, Store: f.st}); err != nil {
+		f.t.Fatal(err)
+	}
 }
 
 func newKey(t *testing.T) *openpgp.Entity { return newKeyFor(t, "bob@remote.example") }
@@ -274,7 +287,7 @@ func (c *countingDNS) LookupAddr(_ context.Context, n string) ([]string, error) 
 func TestDNSOncePerMessage(t *testing.T) {
 	f := newFixture(t)
 	dns := &countingDNS{}
-	f.kt.Base.Resolver = dns
+	f.build(verify.Config{Timeout: 5 * time.Second, Resolver: dns})
 	raw := []byte("From: Bob <bob@remote.example>\r\nTo: alice@example.org\r\nSubject: hi\r\n" +
 		"DKIM-Signature: v=1; a=rsa-sha256; d=remote.example; s=s1; h=from; bh=AAAA; b=AAAA\r\n\r\nhi\r\n")
 	env := ingest.Envelope{MailFrom: "bob@remote.example", ClientAddr: "192.0.2.1", Helo: "mx.remote.example"}

@@ -156,7 +156,11 @@ func storeIngester(b *testing.B, st store.Store) *countingIngester {
 	if err != nil {
 		b.Fatal(err)
 	}
-	return &countingIngester{next: &ingest.Ingester{Store: st, Resolver: r, Log: discard}}
+	ing, err := ingest.New(ingest.Config{Store: st, Resolver: r, Logger: discard})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return &countingIngester{next: ing}
 }
 
 // countingIngester counts stored deliveries, so the benchmark can check

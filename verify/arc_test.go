@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caliopen/caliopen/message"
 	"github.com/caliopen/caliopen/privacyindex"
 	"github.com/caliopen/caliopen/verify/dnsresolver"
 )
@@ -78,10 +79,9 @@ func TestARCChainSealedByDkimpy(t *testing.T) {
 	list := newARCSealer(t, env, "lists.example.net")
 	relay := newARCSealer(t, env, "relay.example.com")
 
-	orig := dkimSign(t, message("alice@example.org", "Meeting at noon."), "example.org", "sel", env.key)
+	orig := dkimSign(t, testMessage("alice@example.org", "Meeting at noon."), "example.org", "sel", env.key)
 	once := list.forward(t, orig, "dkim=pass header.d=example.org; spf=pass smtp.mailfrom=example.org; dmarc=pass header.from=example.org")
-	v := env.v
-	v.TrustedARCSealers = []string{"lists.example.net"}
+	v := testVerifier(dnsresolver.New(env.dns.Addr, time.Second), func(c *Config) { c.TrustedARCSealers = []string{"lists.example.net"} })
 	in := Input{Raw: once, MailFrom: "list-bounces@lists.example.net", ClientIP: "198.51.100.9", Helo: "lists.example.net"}
 
 	t.Run("list rewrote the message: DKIM fails, ARC passes and is trusted", func(t *testing.T) {
@@ -110,8 +110,7 @@ func TestARCChainSealedByDkimpy(t *testing.T) {
 
 	t.Run("two hops", func(t *testing.T) {
 		twice := relay.forward(t, once, "arc=pass")
-		u := testVerifier(dnsresolver.New(env.dns.Addr, time.Second))
-		u.TrustedARCSealers = []string{"relay.example.com"}
+		u := testVerifier(dnsresolver.New(env.dns.Addr, time.Second), func(c *Config) { c.TrustedARCSealers = []string{"relay.example.com"} })
 		f := verifyOK(t, u, Input{Raw: twice})
 		if f.ARC.Result != privacyindex.AuthPass || f.ARC.Instances != 2 || f.ARC.Sealer != "relay.example.com" || !f.ARC.Trusted {
 			t.Errorf("ARC = %+v; want a trusted pass of two instances", f.ARC)
@@ -130,7 +129,8 @@ func TestARCChainSealedByDkimpy(t *testing.T) {
 
 // TestCanonicalizationRFC6376Example is the worked example of RFC 6376 §3.4.6.
 func TestCanonicalizationRFC6376Example(t *testing.T) {
-	fields, body := splitMessage([]byte("A: X\r\nB : Y\t\r\n\tZ  \r\n\r\n C \r\nD \t E\r\n\r\n\r\n"))
+	m := message.Parse([]byte("A: X\r\nB : Y\t\r\n\tZ  \r\n\r\n C \r\nD \t E\r\n\r\n\r\n"), message.Options{})
+	fields, body := []field(m.Header()), m.Body()
 	if len(fields) != 2 {
 		t.Fatalf("fields = %+v", fields)
 	}

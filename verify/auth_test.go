@@ -44,12 +44,19 @@ func newAuthEnv(t *testing.T) *authEnv {
 	return &authEnv{dns: srv, key: key, v: testVerifier(dnsresolver.New(srv.Addr, time.Second))}
 }
 
-func testVerifier(r Resolver) *Verifier {
-	return &Verifier{
-		Resolver: r,
-		Log:      slog.New(slog.NewTextHandler(io.Discard, nil)),
-		rethrow:  true,
+// testVerifier builds a Verifier on r that re-panics; edit sets the rest of
+// its Config.
+func testVerifier(r Resolver, edit ...func(*Config)) *Verifier {
+	cfg := Config{Resolver: r, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	for _, e := range edit {
+		e(&cfg)
 	}
+	v, err := New(cfg)
+	if err != nil {
+		panic(err)
+	}
+	v.rethrow = true
+	return v
 }
 
 func publishKey(t *testing.T, srv *dnstest.Server, name string, pub crypto.PublicKey) {
@@ -66,7 +73,7 @@ func publishKey(t *testing.T, srv *dnstest.Server, name string, pub crypto.Publi
 	}
 }
 
-func message(from, body string) []byte {
+func testMessage(from, body string) []byte {
 	return []byte(strings.ReplaceAll(fmt.Sprintf(`From: Alice <%s>
 To: bob@caliopen.test
 Subject: quarterly figures
@@ -105,7 +112,7 @@ func verifyOK(t *testing.T, v *Verifier, in Input) Facts {
 
 func TestAuthentication(t *testing.T) {
 	env := newAuthEnv(t)
-	signed := dkimSign(t, message("alice@example.org", "The figures are attached."), "example.org", "sel", env.key)
+	signed := dkimSign(t, testMessage("alice@example.org", "The figures are attached."), "example.org", "sel", env.key)
 	good := Input{Raw: signed, MailFrom: "bounce@example.org", ClientIP: "192.0.2.10", Helo: "mail.example.org"}
 
 	t.Run("aligned DKIM, SPF and DMARC pass (PI vector 3)", func(t *testing.T) {
@@ -170,7 +177,7 @@ func TestAuthentication(t *testing.T) {
 			t.Fatal(err)
 		}
 		publishKey(t, env.dns, "k1._domainkey.esp.example.net", pub)
-		raw := dkimSign(t, message("alice@example.org", "hello"), "esp.example.net", "k1", priv)
+		raw := dkimSign(t, testMessage("alice@example.org", "hello"), "esp.example.net", "k1", priv)
 		f := verifyOK(t, env.v, Input{Raw: raw, MailFrom: "bounce@esp.example.net", ClientIP: "203.0.113.5", Helo: "esp.example.net"})
 		if f.DKIM.Result != privacyindex.AuthPass || f.DKIM.Aligned || f.DKIM.Signatures[0].Aligned {
 			t.Errorf("DKIM = %+v; want pass, unaligned", f.DKIM)
@@ -184,7 +191,7 @@ func TestAuthentication(t *testing.T) {
 	})
 
 	t.Run("subdomain From uses the organisational domain's policy, relaxed", func(t *testing.T) {
-		raw := dkimSign(t, message("alice@news.example.org", "hello"), "example.org", "sel", env.key)
+		raw := dkimSign(t, testMessage("alice@news.example.org", "hello"), "example.org", "sel", env.key)
 		f := verifyOK(t, env.v, Input{Raw: raw, MailFrom: "", ClientIP: "198.51.100.7", Helo: "out.example.net"})
 		if !f.DKIM.Aligned {
 			t.Errorf("DKIM = %+v; want aligned in relaxed mode", f.DKIM)
@@ -199,7 +206,7 @@ func TestAuthentication(t *testing.T) {
 		publishKey(t, env.dns, "s._domainkey.strict.example", pub)
 		env.dns.AddTXT("strict.example", "v=spf1 ip4:192.0.2.20 -all")
 		env.dns.AddTXT("_dmarc.strict.example", "v=DMARC1; p=quarantine; sp=reject; adkim=s; aspf=s")
-		raw := dkimSign(t, message("alice@mail.strict.example", "hello"), "strict.example", "s", priv)
+		raw := dkimSign(t, testMessage("alice@mail.strict.example", "hello"), "strict.example", "s", priv)
 		f := verifyOK(t, env.v, Input{Raw: raw, MailFrom: "b@strict.example", ClientIP: "192.0.2.20", Helo: "mx.strict.example"})
 		if f.DKIM.Result != privacyindex.AuthPass || f.DKIM.Aligned {
 			t.Errorf("DKIM = %+v; want pass, not strictly aligned", f.DKIM)
@@ -224,7 +231,7 @@ func TestAuthentication(t *testing.T) {
 	})
 
 	t.Run("no DMARC record is none, not fail", func(t *testing.T) {
-		raw := message("carol@nodmarc.example", "hi")
+		raw := testMessage("carol@nodmarc.example", "hi")
 		f := verifyOK(t, env.v, Input{Raw: raw, MailFrom: "carol@nodmarc.example", ClientIP: "192.0.2.99", Helo: "x"})
 		if f.DMARC.Result != privacyindex.AuthNone || f.DKIM.Result != privacyindex.AuthNone || f.SPF.Result != privacyindex.AuthNone {
 			t.Errorf("facts = %+v / %+v / %+v; want all none", f.DKIM, f.SPF, f.DMARC)
@@ -232,7 +239,7 @@ func TestAuthentication(t *testing.T) {
 	})
 
 	t.Run("signatures beyond the cap are not verified", func(t *testing.T) {
-		raw := message("alice@example.org", "many")
+		raw := testMessage("alice@example.org", "many")
 		for range 7 {
 			raw = dkimSign(t, raw, "example.org", "sel", env.key)
 		}
@@ -273,7 +280,7 @@ func TestGarbageRecordsArePermErrors(t *testing.T) {
 	v := testVerifier(dnsresolver.New(srv.Addr, time.Second))
 
 	key, _ := rsa.GenerateKey(rand.Reader, 2048)
-	raw := dkimSign(t, message("alice@garbage.example", "x"), "garbage.example", "sel", key)
+	raw := dkimSign(t, testMessage("alice@garbage.example", "x"), "garbage.example", "sel", key)
 	f := verifyOK(t, v, Input{Raw: raw, MailFrom: "alice@garbage.example", ClientIP: "192.0.2.1", Helo: "garbage.example"})
 	if f.DKIM.Result != privacyindex.AuthPermError || f.DKIM.Signatures[0].Error == "" {
 		t.Errorf("DKIM = %+v; want permerror with a reason", f.DKIM)
@@ -288,7 +295,7 @@ func TestGarbageRecordsArePermErrors(t *testing.T) {
 	// Two SPF records is a permerror too (RFC 7208 §4.5).
 	srv.AddTXT("twice.example", "v=spf1 -all")
 	srv.AddTXT("twice.example", "v=spf1 +all")
-	f = verifyOK(t, v, Input{Raw: message("a@twice.example", "x"), MailFrom: "a@twice.example", ClientIP: "192.0.2.1"})
+	f = verifyOK(t, v, Input{Raw: testMessage("a@twice.example", "x"), MailFrom: "a@twice.example", ClientIP: "192.0.2.1"})
 	if f.SPF.Result != privacyindex.AuthPermError {
 		t.Errorf("SPF with two records = %+v; want permerror", f.SPF)
 	}
@@ -319,7 +326,7 @@ func TestSPFLookupLimits(t *testing.T) {
 		{"a@redir.example", "192.0.2.1", privacyindex.AuthSoftFail},
 	}
 	for _, c := range cases {
-		f := verifyOK(t, v, Input{Raw: message(c.sender, "x"), MailFrom: c.sender, ClientIP: c.ip, Helo: "h.example"})
+		f := verifyOK(t, v, Input{Raw: testMessage(c.sender, "x"), MailFrom: c.sender, ClientIP: c.ip, Helo: "h.example"})
 		if f.SPF.Result != c.want {
 			t.Errorf("SPF(%s from %s) = %+v; want %s", c.sender, c.ip, f.SPF, c.want)
 		}
@@ -329,7 +336,7 @@ func TestSPFLookupLimits(t *testing.T) {
 func TestDNSTimeoutGivesTempErrorInTime(t *testing.T) {
 	v := testVerifier(dnsresolver.New(dnstest.Blackhole(t), 300*time.Millisecond))
 	key, _ := rsa.GenerateKey(rand.Reader, 2048)
-	raw := dkimSign(t, message("alice@example.org", "x"), "example.org", "sel", key)
+	raw := dkimSign(t, testMessage("alice@example.org", "x"), "example.org", "sel", key)
 	start := time.Now()
 	f := verifyOK(t, v, Input{Raw: raw, MailFrom: "alice@example.org", ClientIP: "192.0.2.10", Helo: "mail.example.org"})
 	elapsed := time.Since(start)
@@ -349,10 +356,9 @@ func TestDNSTimeoutGivesTempErrorInTime(t *testing.T) {
 }
 
 func TestOverallTimeoutBoundsVerification(t *testing.T) {
-	v := testVerifier(dnsresolver.New(dnstest.Blackhole(t), 10*time.Second))
-	v.Timeout = 300 * time.Millisecond
+	v := testVerifier(dnsresolver.New(dnstest.Blackhole(t), 10*time.Second), func(c *Config) { c.Timeout = 300 * time.Millisecond })
 	start := time.Now()
-	f := verifyOK(t, v, Input{Raw: message("alice@example.org", "x"), MailFrom: "alice@example.org", ClientIP: "192.0.2.10"})
+	f := verifyOK(t, v, Input{Raw: testMessage("alice@example.org", "x"), MailFrom: "alice@example.org", ClientIP: "192.0.2.10"})
 	if d := time.Since(start); d > 3*time.Second {
 		t.Errorf("Verify took %v with a 300ms overall timeout", d)
 	}
@@ -365,7 +371,7 @@ func TestCancelledContextIsAnError(t *testing.T) {
 	v := testVerifier(nil)
 	ctx, cancel := context.WithCancel(t.Context())
 	cancel()
-	if _, err := v.Verify(ctx, Input{Raw: message("a@example.org", "x")}); !errors.Is(err, context.Canceled) {
+	if _, err := v.Verify(ctx, Input{Raw: testMessage("a@example.org", "x")}); !errors.Is(err, context.Canceled) {
 		t.Errorf("err = %v; want context.Canceled", err)
 	}
 }
@@ -373,7 +379,7 @@ func TestCancelledContextIsAnError(t *testing.T) {
 func TestNoResolverIsTempError(t *testing.T) {
 	v := testVerifier(nil)
 	key, _ := rsa.GenerateKey(rand.Reader, 2048)
-	raw := dkimSign(t, message("alice@example.org", "x"), "example.org", "sel", key)
+	raw := dkimSign(t, testMessage("alice@example.org", "x"), "example.org", "sel", key)
 	f := verifyOK(t, v, Input{Raw: raw, MailFrom: "alice@example.org", ClientIP: "192.0.2.10"})
 	if f.DKIM.Result != privacyindex.AuthTempError || f.SPF.Result != privacyindex.AuthTempError || f.DMARC.Result != privacyindex.AuthTempError {
 		t.Errorf("facts = %v %v %v; want temperror everywhere", f.DKIM.Result, f.SPF.Result, f.DMARC.Result)

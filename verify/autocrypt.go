@@ -8,6 +8,7 @@ import (
 
 	"github.com/ProtonMail/go-crypto/openpgp"
 	"github.com/ProtonMail/go-crypto/openpgp/armor"
+	"github.com/caliopen/caliopen/message"
 	"github.com/caliopen/caliopen/store"
 )
 
@@ -15,46 +16,27 @@ import (
 // spec the header is ignored when its addr does not match From, when a
 // critical attribute is unknown, or when there is more than one; each such
 // case is still reported, with Error set, so the caller can see why.
-func autocryptKeys(fields []field, from string, r *pgpRun) []HarvestedKey {
-	values := all(fields, "Autocrypt")
-	if len(values) == 0 {
+func autocryptKeys(headers []message.Autocrypt, from string, r *pgpRun) []HarvestedKey {
+	if len(headers) == 0 {
 		return nil
 	}
-	if len(values) > 1 {
+	if len(headers) > 1 {
 		return []HarvestedKey{{Key: store.PublicKey{Source: "autocrypt"}, Error: "several Autocrypt headers: all ignored"}}
 	}
-	hk := HarvestedKey{Key: store.PublicKey{Source: "autocrypt"}}
-	var keydata string
-	for attr := range strings.SplitSeq(values[0], ";") {
-		k, val, ok := strings.Cut(attr, "=")
-		if !ok {
-			continue
-		}
-		k = strings.ToLower(strings.TrimSpace(k))
-		val = strings.TrimSpace(val)
-		switch {
-		case k == "addr":
-			hk.Addr = strings.ToLower(val)
-		case k == "prefer-encrypt":
-			hk.PreferEncrypt = strings.ToLower(val)
-		case k == "keydata":
-			keydata = val
-		case strings.HasPrefix(k, "_"):
-			// Non-critical attribute: ignored.
-		default:
-			hk.Error = "unknown critical attribute " + k
-			return []HarvestedKey{hk}
-		}
-	}
+	a := headers[0]
+	hk := HarvestedKey{Key: store.PublicKey{Source: "autocrypt"}, Addr: a.Addr, PreferEncrypt: a.PreferEncrypt}
 	switch {
-	case hk.Addr == "" || keydata == "":
+	case a.Critical != "":
+		hk.Error = "unknown critical attribute " + a.Critical
+		return []HarvestedKey{hk}
+	case hk.Addr == "" || a.Keydata == "":
 		hk.Error = "addr or keydata missing"
 		return []HarvestedKey{hk}
 	case from == "" || hk.Addr != from:
 		hk.Error = "addr does not match From"
 		return []HarvestedKey{hk}
 	}
-	bin, err := base64.StdEncoding.DecodeString(strings.Join(strings.Fields(keydata), ""))
+	bin, err := base64.StdEncoding.DecodeString(strings.Join(strings.Fields(a.Keydata), ""))
 	if err != nil {
 		hk.Error = "keydata is not base64: " + err.Error()
 		return []HarvestedKey{hk}
@@ -79,7 +61,7 @@ func attachedKeys(data []byte, r *pgpRun) []HarvestedKey {
 		el  openpgp.EntityList
 		err error
 	)
-	if bytes.Contains(data, []byte("-----BEGIN PGP PUBLIC KEY BLOCK-----")) {
+	if bytes.Contains(data, []byte(message.ArmorPublicKey)) {
 		el, err = openpgp.ReadArmoredKeyRing(bytes.NewReader(data))
 	} else {
 		el, err = openpgp.ReadKeyRing(bytes.NewReader(data))

@@ -240,18 +240,18 @@ func TestSignerMustBearTheFromAddress(t *testing.T) {
 	content := "Content-Type: text/plain; charset=utf-8\n\nPay the invoice by Friday."
 	head := crlf("From: Alice <alice@example.org>\nTo: user@caliopen.test\nSubject: invoice\nMIME-Version: 1.0\n")
 	verifier := func(fprs ...string) *Verifier {
-		v := testVerifier(nil)
 		var armored []string
 		for _, f := range fprs {
 			armored = append(armored, pub(f))
 		}
-		v.Keys = KeyLookupFunc(func(_ context.Context, a string) ([]string, error) {
-			if a == "alice@example.org" {
-				return armored, nil
-			}
-			return nil, nil
+		return testVerifier(nil, func(c *Config) {
+			c.Keys = KeyLookupFunc(func(_ context.Context, a string) ([]string, error) {
+				if a == "alice@example.org" {
+					return armored, nil
+				}
+				return nil, nil
+			})
 		})
-		return v
 	}
 
 	for _, c := range []struct {

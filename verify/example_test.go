@@ -13,14 +13,17 @@ import (
 // How ingest wires the verifier: one Verifier for the process, one Verify
 // per message, its facts applied to the Privacy Index features.
 func ExampleVerifier() {
-	v := &verify.Verifier{
+	v, err := verify.New(verify.Config{
 		Resolver:          dnsresolver.New("127.0.0.1:53", 3*time.Second),
-		Log:               slog.Default(),
+		Logger:            slog.Default(),
 		TrustSpamHeaders:  true, // our own rspamd/SpamAssassin runs before the milter
 		TrustedARCSealers: []string{"lists.example.net"},
 		Keys: verify.KeyLookupFunc(func(ctx context.Context, addr string) ([]string, error) {
 			return nil, nil // the contact's armored keys from the store
 		}),
+	})
+	if err != nil {
+		return // a limit in the configuration is wrong
 	}
 	raw := []byte("From: alice@example.org\r\nSubject: hi\r\n\r\nhello\r\n")
 	facts, err := v.Verify(context.Background(), verify.Input{

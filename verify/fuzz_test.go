@@ -37,7 +37,7 @@ func FuzzVerify(f *testing.F) {
 	aw.Close()
 
 	seeds := [][]byte{
-		message("alice@example.org", "plain"),
+		testMessage("alice@example.org", "plain"),
 		pgpMIME("Subject: ...\n", msg.String()),
 		pgpMIME("Subject: x\n", "-----BEGIN PGP MESSAGE-----\n\nwcBMA///\n-----END PGP MESSAGE-----"),
 		[]byte("DKIM-Signature: v=1; a=rsa-sha256; d=example.org; s=sel; l=999999999999999999999; h=from; bh=; b=\r\nFrom: a@example.org\r\n\r\nx"),
@@ -50,9 +50,7 @@ func FuzzVerify(f *testing.F) {
 	for _, s := range seeds {
 		f.Add(s)
 	}
-	v := testVerifier(nil)
-	v.TrustSpamHeaders = true
-	v.TrustedARCSealers = []string{"x"}
+	v := testVerifier(nil, func(c *Config) { c.TrustSpamHeaders, c.TrustedARCSealers = true, []string{"x"} })
 	keys := []string{priv.String()}
 	f.Fuzz(func(t *testing.T, raw []byte) {
 		start := time.Now()

@@ -24,8 +24,7 @@ func TestSpamVerdicts(t *testing.T) {
 			SpamFacts{Checked: true, Spam: true, Score: 9, Threshold: 5, Source: "spamassassin"}},
 		{"none", "X-Mailer: x\n", SpamFacts{}},
 	}
-	v := testVerifier(nil)
-	v.TrustSpamHeaders = true
+	v := testVerifier(nil, func(c *Config) { c.TrustSpamHeaders = true })
 	for _, c := range cases {
 		raw := []byte(crlf(c.headers + "From: a@example.org\nSubject: x\n\nbody\n"))
 		f := verifyOK(t, v, Input{Raw: raw})
@@ -34,8 +33,7 @@ func TestSpamVerdicts(t *testing.T) {
 		}
 	}
 
-	v.TrustSpamHeaders = false
-	f := verifyOK(t, v, Input{Raw: []byte(crlf("X-Spam-Flag: NO\nFrom: a@example.org\n\nx\n"))})
+	f := verifyOK(t, testVerifier(nil), Input{Raw: []byte(crlf("X-Spam-Flag: NO\nFrom: a@example.org\n\nx\n"))})
 	if f.Spam.Checked {
 		t.Errorf("untrusted spam header believed: %+v", f.Spam)
 	}
@@ -51,8 +49,7 @@ Subject: forwarded
 
 x
 `))
-	v := testVerifier(nil)
-	v.TrustedARCSealers = []string{"Lists.Example.NET."}
+	v := testVerifier(nil, func(c *Config) { c.TrustedARCSealers = []string{"Lists.Example.NET."} })
 	f := verifyOK(t, v, Input{Raw: raw})
 	a := f.ARC
 	if !a.Sealed || a.Instances != 2 || a.Sealer != "lists.example.net" || a.ClaimedCV != "pass" || !a.TrustedSealer {
@@ -65,20 +62,6 @@ x
 	f.Apply(&m)
 	if !m.ARCSealed || m.ARCTrusted || m.ARC != privacyindex.AuthFail {
 		t.Errorf("features = %+v", m)
-	}
-}
-
-func TestMultipartSplitting(t *testing.T) {
-	body := "preamble\r\n--b\r\nContent-Type: text/plain\r\n\r\none\r\n--b \r\n\r\ntwo\r\n--bb\r\n--b--\r\nepilogue"
-	p := part{body: []byte(body), mediaType: "multipart/mixed", params: map[string]string{"boundary": "b"}}
-	kids := p.children()
-	if len(kids) != 2 || string(kids[0]) != "Content-Type: text/plain\r\n\r\none" || string(kids[1]) != "\r\ntwo\r\n--bb" {
-		t.Errorf("children = %q", kids)
-	}
-	// No closing delimiter: the last part runs to the end.
-	p.body = []byte("--b\r\n\r\nlast")
-	if kids := p.children(); len(kids) != 1 || string(kids[0]) != "\r\nlast" {
-		t.Errorf("unterminated children = %q", kids)
 	}
 }
 
@@ -104,12 +87,13 @@ func TestOrgDomain(t *testing.T) {
 
 func TestPlainMessageDoesNotTouchTheKeyStore(t *testing.T) {
 	calls := 0
-	v := testVerifier(nil)
-	v.Keys = KeyLookupFunc(func(context.Context, string) ([]string, error) {
-		calls++
-		return nil, nil
+	v := testVerifier(nil, func(c *Config) {
+		c.Keys = KeyLookupFunc(func(context.Context, string) ([]string, error) {
+			calls++
+			return nil, nil
+		})
 	})
-	f := verifyOK(t, v, Input{Raw: message("alice@example.org", "nothing signed here"), RecipientKeys: []string{"not even a key"}})
+	f := verifyOK(t, v, Input{Raw: testMessage("alice@example.org", "nothing signed here"), RecipientKeys: []string{"not even a key"}})
 	if calls != 0 || len(f.PGP.Problems) != 0 || f.PGP.Signature != privacyindex.SigNone {
 		t.Errorf("calls = %d, PGP = %+v; want no lookup, no problems, unsigned", calls, f.PGP)
 	}

@@ -14,246 +14,17 @@ import (
 	"time"
 
 	"github.com/ProtonMail/go-crypto/openpgp"
-	"github.com/ProtonMail/go-crypto/openpgp/armor"
 	"github.com/ProtonMail/go-crypto/openpgp/clearsign"
 	pgperrors "github.com/ProtonMail/go-crypto/openpgp/errors"
 	"github.com/ProtonMail/go-crypto/openpgp/packet"
+	"github.com/caliopen/caliopen/message"
 	"github.com/caliopen/caliopen/privacyindex"
 )
 
 const (
 	defaultMaxDecrypted = 64 << 20
-	maxCiphertexts      = 8  // encrypted blobs analysed per message
-	maxSignedParts      = 8  // signatures checked per message
 	maxHarvestedKeys    = 10 // keys kept from one message
-	maxKeyBytes         = 1 << 20
 )
-
-const (
-	armorMessage = "-----BEGIN PGP MESSAGE-----"
-	armorSigned  = "-----BEGIN PGP SIGNED MESSAGE-----"
-)
-
-// hiddenSubjects are the placeholders clients put in the outer Subject when
-// the real one travels in protected headers (Autocrypt, Enigmail, K-9, Proton).
-var hiddenSubjects = []string{"...", "…", "[...]", "encrypted message", "encrypted subject"}
-
-// pgpScan is what one walk over a MIME tree found.
-type pgpScan struct {
-	rootMIME    bool // the entity itself is multipart/encrypted (PGP/MIME)
-	rootSMIME   bool // the entity itself is S/MIME enveloped data
-	mimeEnc     int  // PGP/MIME entities below the root
-	inlineEnc   int  // leaves carrying an OpenPGP message (inline or attached)
-	plain       int  // non-empty leaves that are not encrypted, keys or signatures
-	mislabelled int  // parts labelled encrypted whose data is not encrypted
-	ciphers     []cipherBlob
-	signed      []signedPart
-	clearsigned [][]byte
-	keys        [][]byte // application/pgp-keys bodies
-	parts       int
-	protected   bool // protected-headers seen on this entity
-}
-
-type cipherBlob struct {
-	data []byte // armored or binary OpenPGP message
-	mime bool   // from a PGP/MIME entity: the plaintext is a MIME entity
-	// enc: data parses as an encrypted OpenPGP message (session key packets
-	// then encrypted data). An armored message that is only signed is kept
-	// for its signature but is not encryption.
-	enc bool
-}
-
-type signedPart struct {
-	data []byte // the exact signed bytes (first child of multipart/signed)
-	sig  []byte // the detached signature
-}
-
-func (s *pgpScan) walk(raw []byte, depth int, limit int64) {
-	s.parts++
-	if depth > maxMIMEDepth || s.parts > maxMIMEParts {
-		return
-	}
-	p := parsePart(raw)
-	isRoot := depth == 0
-	if isRoot && strings.EqualFold(p.params["protected-headers"], "v1") {
-		s.protected = true
-	}
-	switch {
-	case p.mediaType == "multipart/encrypted":
-		kids := p.children()
-		if len(kids) < 2 || !strings.EqualFold(p.params["protocol"], "application/pgp-encrypted") {
-			s.plain++
-			return
-		}
-		data := parsePart(kids[1]).decoded(limit)
-		if !isEncryptedOpenPGP(data) {
-			// The label says encrypted, the data is readable: it is what
-			// the data is that counts.
-			s.mislabelled++
-			if len(bytes.TrimSpace(data)) > 0 {
-				s.plain++
-			}
-			return
-		}
-		if isRoot {
-			s.rootMIME = true
-		} else {
-			s.mimeEnc++
-		}
-		if len(s.ciphers) < maxCiphertexts {
-			s.ciphers = append(s.ciphers, cipherBlob{data: data, mime: true, enc: true})
-		}
-		return
-	case p.mediaType == "multipart/signed":
-		kids := p.children()
-		if len(kids) >= 2 && strings.EqualFold(p.params["protocol"], "application/pgp-signature") &&
-			len(s.signed) < maxSignedParts {
-			s.signed = append(s.signed, signedPart{data: kids[0], sig: parsePart(kids[1]).decoded(maxKeyBytes)})
-		}
-		if len(kids) > 0 {
-			s.walk(kids[0], depth+1, limit)
-		}
-		return
-	case p.isMultipart():
-		for _, k := range p.children() {
-			s.walk(k, depth+1, limit)
-		}
-		return
-	case p.mediaType == "application/pkcs7-mime" || p.mediaType == "application/x-pkcs7-mime":
-		st := strings.ToLower(p.params["smime-type"])
-		if st == "enveloped-data" || st == "authenveloped-data" || (st == "" && strings.HasSuffix(strings.ToLower(p.filename()), ".p7m")) {
-			if isCMSEnveloped(p.decoded(limit)) {
-				if isRoot {
-					s.rootSMIME = true
-				} else {
-					s.inlineEnc++
-				}
-				return
-			}
-			// Not CMS enveloped data whatever the label says: read on as
-			// an ordinary part.
-			if st != "" {
-				s.mislabelled++
-			}
-		}
-	case p.mediaType == "application/pgp-keys":
-		if len(s.keys) < maxHarvestedKeys {
-			s.keys = append(s.keys, p.decoded(maxKeyBytes))
-		}
-		return
-	case p.mediaType == "application/pgp-signature":
-		return
-	}
-
-	body := p.decoded(limit)
-	switch {
-	case bytes.Contains(body, []byte(armorMessage)):
-		// Armored "PGP MESSAGE" is also what a signed-only message looks
-		// like, or a pasted fake: only real encrypted data counts.
-		enc := isEncryptedOpenPGP(body)
-		if enc {
-			s.inlineEnc++
-		} else {
-			s.plain++
-		}
-		if len(s.ciphers) < maxCiphertexts {
-			s.ciphers = append(s.ciphers, cipherBlob{data: body, enc: enc})
-		}
-	case p.mediaType == "application/pgp-encrypted":
-		// The "Version: 1" control part, or an empty one: not content.
-	case bytes.Contains(body, []byte(armorSigned)):
-		s.plain++
-		if len(s.clearsigned) < maxSignedParts {
-			s.clearsigned = append(s.clearsigned, body)
-		}
-	case isBinaryPGPAttachment(p, body):
-		s.inlineEnc++
-		if len(s.ciphers) < maxCiphertexts {
-			s.ciphers = append(s.ciphers, cipherBlob{data: body, enc: true})
-		}
-	case len(bytes.TrimSpace(body)) > 0:
-		s.plain++
-	}
-}
-
-// isBinaryPGPAttachment recognises a .pgp/.gpg attachment holding a binary
-// encrypted OpenPGP message.
-func isBinaryPGPAttachment(p part, body []byte) bool {
-	name := strings.ToLower(p.filename())
-	if !strings.HasSuffix(name, ".pgp") && !strings.HasSuffix(name, ".gpg") || len(body) == 0 {
-		return false
-	}
-	return isEncryptedOpenPGP(body)
-}
-
-// maxESKPackets bounds the session key packets read before the encrypted
-// data: one per recipient (and passphrase).
-const maxESKPackets = 1000
-
-// isEncryptedOpenPGP reports whether data (armored or binary) really is an
-// encrypted OpenPGP message (RFC 9580 §10.3): at least one public-key or
-// symmetric-key encrypted session key packet (PKESK v3/v6, SKESK v4/v5/v6),
-// then an encrypted data packet (SEIPD v1/v2, the AEAD draft packet, or a
-// legacy SED), read whole. Marker packets are skipped. A Content-Type, an
-// armor header or a file name is only a claim; this is the check.
-func isEncryptedOpenPGP(data []byte) bool {
-	bin, err := dearmor(data)
-	if err != nil || len(bin) == 0 {
-		return false
-	}
-	or := packet.NewOpaqueReader(bytes.NewReader(bin))
-	esk := 0
-	for range maxESKPackets + 2 {
-		op, err := or.Next()
-		if err != nil {
-			return false
-		}
-		c := op.Contents
-		switch op.Tag {
-		case 10: // marker packet: ignored by readers (RFC 9580 §5.8)
-		case 1: // PKESK
-			if len(c) < 2 || c[0] != 3 && c[0] != 6 {
-				return false
-			}
-			esk++
-		case 3: // SKESK
-			if len(c) < 2 || c[0] != 4 && c[0] != 5 && c[0] != 6 {
-				return false
-			}
-			esk++
-		case 9: // legacy SED
-			return esk > 0 && len(c) > 0
-		case 18: // SEIPD v1 (MDC) or v2 (AEAD)
-			return esk > 0 && len(c) > 1 && (c[0] == 1 || c[0] == 2)
-		case 20: // AEAD encrypted data (draft, GnuPG's OCB mode)
-			return esk > 0 && len(c) > 1 && c[0] == 1
-		default:
-			return false
-		}
-		if esk > maxESKPackets {
-			return false
-		}
-	}
-	return false
-}
-
-// encryption classifies what the scan found (fact C1).
-func (s *pgpScan) encryption() privacyindex.Encryption {
-	switch {
-	case s.rootMIME || s.rootSMIME:
-		return privacyindex.EncMIME
-	case s.mimeEnc+s.inlineEnc == 0:
-		return privacyindex.EncNone
-	case s.plain > 0:
-		return privacyindex.EncPartial
-	case s.inlineEnc == 0:
-		// A PGP/MIME entity wrapped in a container with nothing else in it
-		// (some list managers and gateways do that).
-		return privacyindex.EncMIME
-	default:
-		return privacyindex.EncInline
-	}
-}
 
 // pgpRun holds the keys and settings of one message's OpenPGP analysis.
 type pgpRun struct {
@@ -275,15 +46,14 @@ type keyInfo struct {
 	bits int
 }
 
-func (v *Verifier) checkPGP(ctx context.Context, log *slog.Logger, in Input, fields []field, from string) PGPFacts {
+func (v *Verifier) checkPGP(ctx context.Context, log *slog.Logger, in Input, msg *message.Message, from string) PGPFacts {
 	var out PGPFacts
 	limit := v.MaxDecryptedSize
 	if limit <= 0 {
 		limit = defaultMaxDecrypted
 	}
-	var s pgpScan
-	s.walk(in.Raw, 0, limit)
-	out.Encryption = s.encryption()
+	cl := &msg.Class
+	out.Encryption = cl.Encryption
 
 	r := &pgpRun{
 		v: v, log: log, maxPlain: limit, facts: &out,
@@ -298,9 +68,13 @@ func (v *Verifier) checkPGP(ctx context.Context, log *slog.Logger, in Input, fie
 	// recipient's own private keys (which also decrypt). The store lookup and
 	// private-key parsing are skipped for the common message with nothing to
 	// decrypt or verify.
-	needKeys := len(s.ciphers) > 0 || len(s.signed) > 0 || len(s.clearsigned) > 0
-	if needKeys && v.Keys != nil && from != "" {
-		armored, err := v.Keys.PublicKeys(ctx, from)
+	needKeys := len(cl.Ciphertexts) > 0 || len(cl.Signed) > 0 || len(cl.ClearSigned) > 0
+	keys := in.Keys
+	if keys == nil {
+		keys = v.Keys
+	}
+	if needKeys && keys != nil && from != "" {
+		armored, err := keys.PublicKeys(ctx, from)
 		if err != nil {
 			log.Warn("public key lookup failed; signatures checked without known keys", "from", from, "err", err)
 			out.Problems = append(out.Problems, "known keys unavailable")
@@ -324,15 +98,15 @@ func (v *Verifier) checkPGP(ctx context.Context, log *slog.Logger, in Input, fie
 			r.add(el)
 		}
 	}
-	out.Keys = append(out.Keys, autocryptKeys(fields, from, r)...)
-	for _, k := range s.keys {
+	out.Keys = append(out.Keys, autocryptKeys(cl.Autocrypt, from, r)...)
+	for _, k := range cl.Keys {
 		if len(out.Keys) >= maxHarvestedKeys {
 			break
 		}
 		out.Keys = append(out.Keys, attachedKeys(k, r)...)
 	}
 	for _, a := range in.RecipientKeys {
-		if len(s.ciphers) == 0 {
+		if len(cl.Ciphertexts) == 0 {
 			break
 		}
 		el, err := openpgp.ReadArmoredKeyRing(strings.NewReader(a))
@@ -343,25 +117,23 @@ func (v *Verifier) checkPGP(ctx context.Context, log *slog.Logger, in Input, fie
 		r.add(el)
 	}
 
-	if out.Encryption != privacyindex.EncNone {
-		out.ProtectedHeaders = hiddenSubject(first(fields, "Subject"))
-	}
+	out.ProtectedHeaders = cl.ProtectedHeaders
 
-	if s.mislabelled > 0 {
-		out.Problems = append(out.Problems, fmt.Sprintf("%d part(s) labelled encrypted hold no encrypted data; counted as readable", s.mislabelled))
+	if cl.Mislabelled > 0 {
+		out.Problems = append(out.Problems, fmt.Sprintf("%d part(s) labelled encrypted hold no encrypted data; counted as readable", cl.Mislabelled))
 	}
 
 	var sigs []sigResult
-	if slices.ContainsFunc(s.ciphers, func(c cipherBlob) bool { return c.enc }) {
+	if slices.ContainsFunc(cl.Ciphertexts, func(c message.Ciphertext) bool { return c.Encrypted }) {
 		out.Strength = privacyindex.StrengthStrong
 		out.Integrity = true
 	} else if out.Encryption != privacyindex.EncNone {
 		// S/MIME: we do not read CMS, so its strength is unknown ⇒ weak.
 		out.Strength = privacyindex.StrengthWeak
 	}
-	for _, c := range s.ciphers {
-		if c.enc {
-			st, integ := r.analyse(c.data)
+	for _, c := range cl.Ciphertexts {
+		if c.Encrypted {
+			st, integ := r.analyse(c.Data)
 			out.Strength = min(out.Strength, st)
 			out.Integrity = out.Integrity && integ
 		}
@@ -370,12 +142,7 @@ func (v *Verifier) checkPGP(ctx context.Context, log *slog.Logger, in Input, fie
 		}
 		sigs = append(sigs, r.decrypt(c))
 	}
-	for _, sp := range s.signed {
-		sigs = append(sigs, r.verifyDetached(canonicalCRLF(sp.data), sp.sig))
-	}
-	for _, cs := range s.clearsigned {
-		sigs = append(sigs, r.verifyClearsigned(cs))
-	}
+	sigs = append(sigs, r.signatures(&msg.Class)...)
 	res := combineSignatures(sigs)
 	out.Signature, out.SignerFingerprint, out.SignerKnown = res.state, res.signer, res.known
 	return out
@@ -404,7 +171,7 @@ func (r *pgpRun) note(pk *packet.PublicKey) {
 // who it is encrypted to, with which algorithms, and whether the data packet
 // is integrity protected.
 func (r *pgpRun) analyse(data []byte) (privacyindex.Strength, bool) {
-	bin, err := dearmor(data)
+	bin, err := message.Dearmor(data)
 	if err != nil {
 		r.facts.Problems = append(r.facts.Problems, "encrypted part does not parse: "+err.Error())
 		return privacyindex.StrengthWeak, false
@@ -551,28 +318,12 @@ func AlgorithmName(a packet.PublicKeyAlgorithm) string {
 	return fmt.Sprintf("algo-%d", a)
 }
 
-// dearmor returns the binary OpenPGP message in data, armored or not.
-func dearmor(data []byte) ([]byte, error) {
-	if i := bytes.Index(data, []byte(armorMessage)); i >= 0 {
-		blk, err := armor.Decode(bytes.NewReader(data[i:]))
-		if err != nil {
-			return nil, fmt.Errorf("armor: %w", err)
-		}
-		b, err := io.ReadAll(io.LimitReader(blk.Body, int64(len(data))))
-		if err != nil {
-			return nil, fmt.Errorf("armor: %w", err)
-		}
-		return b, nil
-	}
-	return data, nil
-}
-
 // decrypt decrypts c with the recipient's keys when it can and returns the
 // state of the signature found inside. Without a usable private key the
 // content, and so any signature, is out of sight: SigUnknown.
-func (r *pgpRun) decrypt(c cipherBlob) sigResult {
+func (r *pgpRun) decrypt(c message.Ciphertext) sigResult {
 	unknown := sigResult{state: privacyindex.SigUnknown}
-	bin, err := dearmor(c.data)
+	bin, err := message.Dearmor(c.Data)
 	if err != nil || !r.hasPrivate() {
 		return unknown
 	}
@@ -609,31 +360,51 @@ func (r *pgpRun) decrypt(c cipherBlob) sigResult {
 	default:
 		outer = r.sigState(md.SignedBy.Entity, md.SignatureError)
 	}
-	if !c.mime {
+	if !c.MIME {
 		return outer
 	}
 	// PGP/MIME: the plaintext is a MIME entity that may carry protected
 	// headers, a multipart/signed (sign-then-encrypt as separate steps), keys.
-	var inner pgpScan
-	inner.walk(plain, 0, r.maxPlain)
-	pf, _ := splitMessage(plain)
-	if inner.protected || first(pf, "Subject") != "" {
+	inner := message.Parse(plain, message.Options{MaxDecodedBytes: r.maxPlain})
+	if inner.Class.ProtectedHeadersV1 || inner.Header().Get("Subject") != "" {
 		r.facts.ProtectedHeaders = true
 	}
-	for _, k := range inner.keys {
+	for _, k := range inner.Class.Keys {
 		if len(r.facts.Keys) >= maxHarvestedKeys {
 			break
 		}
 		r.facts.Keys = append(r.facts.Keys, attachedKeys(k, r)...)
 	}
-	sigs := []sigResult{outer}
-	for _, sp := range inner.signed {
-		sigs = append(sigs, r.verifyDetached(canonicalCRLF(sp.data), sp.sig))
+	return combineSignatures(append([]sigResult{outer}, r.signatures(&inner.Class)...))
+}
+
+// signatures checks the detached and clear-signed signatures of a message.
+func (r *pgpRun) signatures(cl *message.Classification) []sigResult {
+	var sigs []sigResult
+	for _, sp := range cl.Signed {
+		sigs = append(sigs, r.verifyDetached(canonicalCRLF(sp.Data), sp.Signature))
 	}
-	for _, cs := range inner.clearsigned {
+	for _, cs := range cl.ClearSigned {
 		sigs = append(sigs, r.verifyClearsigned(cs))
 	}
-	return combineSignatures(sigs)
+	return sigs
+}
+
+// canonicalCRLF rewrites bare LF line endings as CRLF: RFC 3156 signatures are
+// computed over the canonical form, and an adapter may hand us LF-only bytes.
+func canonicalCRLF(b []byte) []byte {
+	if !bytes.Contains(b, []byte("\n")) {
+		return b
+	}
+	var out bytes.Buffer
+	out.Grow(len(b) + len(b)/40)
+	for i, c := range b {
+		if c == '\n' && (i == 0 || b[i-1] != '\r') {
+			out.WriteByte('\r')
+		}
+		out.WriteByte(c)
+	}
+	return out.Bytes()
 }
 
 func (r *pgpRun) hasPrivate() bool {
@@ -656,7 +427,7 @@ func (r *pgpRun) verifyDetached(data, sig []byte) sigResult {
 		signer *openpgp.Entity
 		err    error
 	)
-	if bytes.Contains(sig, []byte("-----BEGIN PGP SIGNATURE-----")) {
+	if bytes.Contains(sig, []byte(message.ArmorSignature)) {
 		signer, err = openpgp.CheckArmoredDetachedSignature(r.ring, bytes.NewReader(data), bytes.NewReader(sig), r.cfg)
 	} else {
 		signer, err = openpgp.CheckDetachedSignature(r.ring, bytes.NewReader(data), bytes.NewReader(sig), r.cfg)
@@ -744,16 +515,6 @@ func combineSignatures(sigs []sigResult) sigResult {
 		}
 	}
 	return best
-}
-
-func hiddenSubject(subject string) bool {
-	s := strings.ToLower(strings.TrimSpace(subject))
-	for _, h := range hiddenSubjects {
-		if s == h {
-			return true
-		}
-	}
-	return false
 }
 
 // entityEmails returns the e-mail addresses of e's user IDs, lowercased,

@@ -174,9 +174,7 @@ func TestOpenPGPWithGnuPG(t *testing.T) {
 	encOnly := string(g.run(t, []byte(inner), "--armor", "--encrypt", "-r", userFpr))
 
 	verifier := func(keys KeyLookup) *Verifier {
-		v := testVerifier(nil)
-		v.Keys = keys
-		return v
+		return testVerifier(nil, func(c *Config) { c.Keys = keys })
 	}
 
 	t.Run("PGP/MIME signed by a known sender (PI vector 5)", func(t *testing.T) {

@@ -18,6 +18,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/caliopen/caliopen/message"
 	"github.com/caliopen/caliopen/privacyindex"
 	"github.com/caliopen/caliopen/store"
 )
@@ -57,21 +58,21 @@ const DefaultMaxDKIMSignatures = 5
 // DefaultTimeout bounds one whole verification when Verifier.Timeout is zero.
 const DefaultTimeout = 30 * time.Second
 
-// Verifier checks messages. Fields are read-only after construction; one
-// Verifier may serve concurrent calls.
-type Verifier struct {
+// Config is what a Verifier is built from: settings and dependencies.
+type Config struct {
 	// Resolver answers DNS queries (nil: DKIM/SPF/DMARC are reported as
 	// temperror, since we could not look).
 	Resolver Resolver
-	// Log receives debug details and problems; nil means slog.Default().
-	Log *slog.Logger
+	// Logger receives debug details and problems; nil discards.
+	Logger *slog.Logger
 	// TrustSpamHeaders says our own filter (SpamAssassin, rspamd) runs before
 	// us and its topmost headers can be believed; otherwise a sender could
 	// write "X-Spam-Flag: NO" himself.
 	TrustSpamHeaders bool
 	// TrustedARCSealers are the domains (d= of ARC-Seal) whose seals we trust.
 	TrustedARCSealers []string
-	// Keys looks up known public keys of the sender, for signature checks.
+	// Keys looks up known public keys of the sender, for signature checks;
+	// Input.Keys replaces it for one call.
 	Keys KeyLookup
 	// Now is the clock for signature expiry; nil means time.Now.
 	Now func() time.Time
@@ -83,15 +84,41 @@ type Verifier struct {
 	// MaxDecryptedSize bounds how much plaintext one decryption may produce
 	// (a compressed message can expand without limit); 64 MiB when zero.
 	MaxDecryptedSize int64
+}
+
+// settings is Config embedded in Verifier under an unexported name: the
+// checks read its fields, nobody changes them after New.
+type settings = Config
+
+// Verifier checks messages. One Verifier may serve concurrent calls.
+type Verifier struct {
+	settings
 
 	// rethrow makes guard re-panic: tests and fuzzing must see the panics
 	// that production turns into failure facts.
 	rethrow bool
 }
 
+// New returns a Verifier. Every dependency is optional (see Config).
+func New(cfg Config) (*Verifier, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Timeout < 0 || cfg.MaxDKIMSignatures < 0 || cfg.MaxDecryptedSize < 0 {
+		return nil, fmt.Errorf("verify: negative limit in Config")
+	}
+	return &Verifier{settings: cfg}, nil
+}
+
 // Input is one message and what the SMTP session said about it.
 type Input struct {
-	Raw      []byte // the message as received (RFC 5322)
+	Raw []byte // the message as received (RFC 5322)
+	// Message is Raw parsed (read only, shared between calls); Raw is
+	// parsed here when it is nil. The delivery path parses once, in ingest.
+	Message  *message.Message
 	MailFrom string // envelope sender without <>; "" for the null sender
 	ClientIP string // connecting client IP; "" when local (SPF is then not evaluated)
 	Helo     string
@@ -99,6 +126,9 @@ type Input struct {
 	From string
 	// FromDomain is the From address's domain; derived from From when empty.
 	FromDomain string
+	// Keys, when set, are the sender's known keys for this call (they
+	// depend on the recipient user), instead of Config.Keys.
+	Keys KeyLookup
 	// RecipientKeys are the recipient's armored private keys held server-side
 	// (unlocked), used to decrypt and then check an inner signature.
 	RecipientKeys []string
@@ -267,7 +297,8 @@ func (v *Verifier) Verify(ctx context.Context, in Input) (Facts, error) {
 	vctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 
-	fields, body := splitMessage(in.Raw)
+	msg := in.message()
+	fields, body := []field(msg.Header()), msg.Body()
 	var f Facts
 	f.From = strings.ToLower(strings.TrimSpace(in.From))
 	if f.From == "" {
@@ -290,7 +321,7 @@ func (v *Verifier) Verify(ctx context.Context, in Input) (Facts, error) {
 			func() { rec = dmarcLookup{result: privacyindex.AuthPermError, err: "internal error"} })
 	})
 	wg.Go(func() {
-		v.guard(log, "dkim", func() { f.DKIM = v.checkDKIM(vctx, in.Raw, fields) },
+		v.guard(log, "dkim", func() { f.DKIM = v.checkDKIM(vctx, msg.Raw, fields) },
 			func() { f.DKIM = DKIMFacts{Result: privacyindex.AuthPermError} })
 	})
 	wg.Go(func() {
@@ -304,7 +335,7 @@ func (v *Verifier) Verify(ctx context.Context, in Input) (Facts, error) {
 	if v.TrustSpamHeaders {
 		f.Spam = spamVerdict(fields)
 	}
-	f.PGP = v.openPGP(vctx, log, in, fields, f.From)
+	f.PGP = v.openPGP(vctx, log, in, msg, f.From)
 	wg.Wait()
 
 	// DMARC's alignment modes (adkim/aspf) decide what "aligned" means.
@@ -328,17 +359,25 @@ func (v *Verifier) Verify(ctx context.Context, in Input) (Facts, error) {
 // call OpenPGP per user with that user's RecipientKeys and replace Facts.PGP.
 // It never fails; ctx bounds the key lookup.
 func (v *Verifier) OpenPGP(ctx context.Context, in Input) PGPFacts {
-	fields, _ := splitMessage(in.Raw)
+	msg := in.message()
 	from := strings.ToLower(strings.TrimSpace(in.From))
 	if from == "" {
-		from = fromAddress(fields)
+		from = fromAddress(msg.Header())
 	}
-	return v.openPGP(ctx, v.logger(), in, fields, from)
+	return v.openPGP(ctx, v.logger(), in, msg, from)
 }
 
-func (v *Verifier) openPGP(ctx context.Context, log *slog.Logger, in Input, fields []field, from string) PGPFacts {
+// message returns the parsed message, parsing Raw when the caller did not.
+func (in *Input) message() *message.Message {
+	if in.Message != nil {
+		return in.Message
+	}
+	return message.Parse(in.Raw, message.Options{})
+}
+
+func (v *Verifier) openPGP(ctx context.Context, log *slog.Logger, in Input, msg *message.Message, from string) PGPFacts {
 	var out PGPFacts
-	v.guard(log, "openpgp", func() { out = v.checkPGP(ctx, log, in, fields, from) },
+	v.guard(log, "openpgp", func() { out = v.checkPGP(ctx, log, in, msg, from) },
 		func() { out = PGPFacts{Problems: []string{"internal error while reading OpenPGP data"}} })
 	return out
 }
@@ -359,10 +398,10 @@ func (v *Verifier) guard(log *slog.Logger, what string, check, onPanic func()) {
 }
 
 func (v *Verifier) logger() *slog.Logger {
-	if v.Log != nil {
-		return v.Log
+	if v.Logger != nil {
+		return v.Logger
 	}
-	return slog.Default()
+	return slog.New(slog.DiscardHandler)
 }
 
 func (v *Verifier) now() time.Time {

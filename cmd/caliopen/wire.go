@@ -50,24 +50,22 @@ func (a *app) ingester(st store.Store) (*ingest.Ingester, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &ingest.Ingester{
-		Store:    st,
-		Resolver: r,
-		Quota:    q,
-		Verifier: &keytrust.Verifier{
-			Base: &verify.Verifier{
-				Resolver:          dnsresolver.New(a.dnsServer(), time.Duration(a.cfg.DNS.Timeout)),
-				Log:               a.log,
-				TrustSpamHeaders:  a.cfg.Verify.TrustSpamHeaders,
-				TrustedARCSealers: a.cfg.Verify.TrustedARCSealers,
-				// Inside the milter's 45 s: a slow DNS delays facts, never the sender.
-				Timeout: 20 * time.Second,
-			},
-			Store: st,
-			Log:   a.log,
-		},
-		Log: a.log,
-	}, nil
+	v, err := verify.New(verify.Config{
+		Resolver:          dnsresolver.New(a.dnsServer(), time.Duration(a.cfg.DNS.Timeout)),
+		Logger:            a.log,
+		TrustSpamHeaders:  a.cfg.Verify.TrustSpamHeaders,
+		TrustedARCSealers: a.cfg.Verify.TrustedARCSealers,
+		// Inside the milter's 45 s: a slow DNS delays facts, never the sender.
+		Timeout: 20 * time.Second,
+	})
+	if err != nil {
+		return nil, err
+	}
+	kt, err := keytrust.New(keytrust.Config{Verify: v, Store: st, Logger: a.log})
+	if err != nil {
+		return nil, err
+	}
+	return ingest.New(ingest.Config{Store: st, Resolver: r, Quota: q, Verifier: kt, Logger: a.log})
 }
 
 // notifying publishes a "message.new" event for each message ingest created,
@@ -194,10 +192,10 @@ func (a *app) milterRole(ctx context.Context, _ []string) error {
 	}
 	defer done()
 	ing, err := a.ingester(rt.store)
-	if err == nil {
-		err = a.startMilter(rt, ing)
-	}
 	if err != nil {
+		return err
+	}
+	if err := a.startMilter(rt, ing); err != nil {
 		rt.group.Go(func() error { return err })
 	}
 	return a.wait(rt)
@@ -226,10 +224,10 @@ func (a *app) apiRole(ctx context.Context, _ []string) error {
 	// Events reach only clients of this process: new mail stored by a
 	// separate milter process is seen on the next list request.
 	ing, err := a.ingester(rt.store)
-	if err == nil {
-		err = a.startAPI(rt, ing, api.NewHub())
-	}
 	if err != nil {
+		return err
+	}
+	if err := a.startAPI(rt, ing, api.NewHub()); err != nil {
 		rt.group.Go(func() error { return err })
 	}
 	return a.wait(rt)
@@ -286,7 +284,7 @@ func (a *app) deliver(ctx context.Context, args []string) (err error) {
 	defer st.Close()
 	ing, err := a.ingester(st)
 	if err != nil {
-		return &exitError{exTempFail, err}
+		return &exitError{exTempFail, fmt.Errorf("deliver: %w", err)}
 	}
 	res, err := ing.Ingest(ctx, env, raw)
 	if err != nil {

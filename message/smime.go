@@ -1,4 +1,4 @@
-package verify
+package message
 
 import (
 	"encoding/asn1"
@@ -19,11 +19,11 @@ type cmsContentInfo struct {
 	Content     asn1.RawValue `asn1:"explicit,tag:0"`
 }
 
-// isCMSEnveloped reports whether body, DER/BER or base64 of it (a part sent
+// IsCMSEnveloped reports whether body, DER/BER or base64 of it (a part sent
 // without Content-Transfer-Encoding), is a CMS ContentInfo holding
 // envelopedData or authEnvelopedData: the check behind an S/MIME
 // smime-type=enveloped-data label.
-func isCMSEnveloped(body []byte) bool {
+func IsCMSEnveloped(body []byte) bool {
 	if cmsEnveloped(body) {
 		return true
 	}
