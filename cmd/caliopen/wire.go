@@ -50,13 +50,21 @@ func (a *app) dnsServer() string {
 }
 
 // ingester builds the one inbound path with verification wired in.
-func (a *app) ingester(st store.Store) *ingest.Ingester {
+func (a *app) ingester(st store.Store) (*ingest.Ingester, error) {
+	dnsr, err := dnsresolver.New(dnsresolver.Config{
+		Server:    a.dnsServer(),
+		Timeout:   time.Duration(a.cfg.DNS.Timeout),
+		CacheSize: a.cfg.DNS.CacheSize,
+	})
+	if err != nil {
+		return nil, err
+	}
 	return &ingest.Ingester{
 		Store:    st,
 		Resolver: a.resolver(st),
 		Verifier: &keytrust.Verifier{
 			Base: &verify.Verifier{
-				Resolver:          dnsresolver.New(a.dnsServer(), time.Duration(a.cfg.DNS.Timeout)),
+				Resolver:          dnsr,
 				Log:               a.log,
 				TrustSpamHeaders:  a.cfg.Verify.TrustSpamHeaders,
 				TrustedARCSealers: a.cfg.Verify.TrustedARCSealers,
@@ -67,7 +75,7 @@ func (a *app) ingester(st store.Store) *ingest.Ingester {
 			Log:   a.log,
 		},
 		Log: a.log,
-	}
+	}, nil
 }
 
 // notifying publishes a "message.new" event for each message ingest created,
@@ -163,7 +171,10 @@ func (a *app) serve(ctx context.Context, args []string) error {
 	}
 	defer done()
 	hub := api.NewHub()
-	ing := a.ingester(rt.store)
+	ing, err := a.ingester(rt.store)
+	if err != nil {
+		return err
+	}
 	for _, start := range []func() error{
 		func() error { return a.startLookupd(rt) },
 		func() error { return a.startMilter(rt, notifying{ing, hub}) },
@@ -186,7 +197,11 @@ func (a *app) milterRole(ctx context.Context, args []string) error {
 		return err
 	}
 	defer done()
-	if err := a.startMilter(rt, a.ingester(rt.store)); err != nil {
+	ing, err := a.ingester(rt.store)
+	if err == nil {
+		err = a.startMilter(rt, ing)
+	}
+	if err != nil {
 		rt.group.Go(func() error { return err })
 	}
 	return a.wait(rt)
@@ -218,7 +233,11 @@ func (a *app) apiRole(ctx context.Context, args []string) error {
 	defer done()
 	// Events reach only clients of this process: new mail stored by a
 	// separate milter process is seen on the next list request.
-	if err := a.startAPI(rt, a.ingester(rt.store), api.NewHub()); err != nil {
+	ing, err := a.ingester(rt.store)
+	if err == nil {
+		err = a.startAPI(rt, ing, api.NewHub())
+	}
+	if err != nil {
 		rt.group.Go(func() error { return err })
 	}
 	return a.wait(rt)
@@ -273,7 +292,11 @@ func (a *app) deliver(ctx context.Context, args []string) (err error) {
 		return &exitError{exTempFail, err}
 	}
 	defer st.Close()
-	res, err := a.ingester(st).Ingest(ctx, env, raw)
+	ing, err := a.ingester(st)
+	if err != nil {
+		return &exitError{exTempFail, fmt.Errorf("deliver: %w", err)}
+	}
+	res, err := ing.Ingest(ctx, env, raw)
 	if err != nil {
 		return &exitError{exTempFail, fmt.Errorf("deliver: %w", err)}
 	}

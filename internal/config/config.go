@@ -78,8 +78,9 @@ type Submission struct {
 }
 
 type DNS struct {
-	Server  string   `toml:"server"` // host:port of a resolver for DKIM, SPF, DMARC; "" = /etc/resolv.conf
-	Timeout Duration `toml:"timeout"`
+	Server    string   `toml:"server"` // host:port of a resolver for DKIM, SPF, DMARC; "" = /etc/resolv.conf
+	Timeout   Duration `toml:"timeout"`
+	CacheSize int      `toml:"cache_size"` // answers kept for their TTL; 0 = no cache
 }
 
 type Verify struct {
@@ -117,7 +118,7 @@ func Default() Config {
 			MaxBody:    25 << 20,
 			Submission: Submission{Address: "127.0.0.1:25"},
 		},
-		DNS:      DNS{Timeout: Duration(3 * time.Second)},
+		DNS:      DNS{Timeout: Duration(3 * time.Second), CacheSize: 10000},
 		Operator: Operator{Listen: "127.0.0.1:9465"},
 	}
 }
@@ -246,6 +247,12 @@ func (c Config) Validate() error {
 	}
 	if c.Milter.MaxMessageSize <= 0 {
 		bad("milter.max_message_size", "must be positive")
+	}
+	if c.DNS.Timeout < 0 {
+		bad("dns.timeout", "must not be negative")
+	}
+	if c.DNS.CacheSize < 0 {
+		bad("dns.cache_size", "must not be negative (0 turns the cache off)")
 	}
 	if c.API.TokenTTL <= 0 {
 		bad("api.token_ttl", "must be positive")
