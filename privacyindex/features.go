@@ -103,7 +103,7 @@ type MessageFeatures struct {
 	// publishes: "none", "quarantine", "reject", "" when unknown.
 	DMARCPolicy string
 	ARC         AuthResult // ARC chain validation: pass, fail, temperror (pending)
-	ARCTrusted  bool       // the newest ARC sealer is one we trust (whether or not its chain validates)
+	ARCTrusted  bool       // the newest ARC sealer is one we trust, and its chain validates or is pending
 
 	Signature  Signature
 	Key        KeyTrust
