@@ -40,7 +40,7 @@ Set-up and administration:
   address add|list|remove  a user's mailbox addresses
   alias add|list|remove    aliases and catch-alls (@domain), with several targets
   deliver RECIPIENT...     store one message read on stdin (Postfix pipe transport)
-  recompute [LOGIN...]     re-score stored messages with the current Privacy Index model
+  recompute [LOGIN...]     re-run pending checks, re-score stored messages with the current Privacy Index model
   config                   print the effective configuration keys and values
   version
 

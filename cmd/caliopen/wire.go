@@ -49,8 +49,9 @@ func (a *app) dnsServer() string {
 	return net.JoinHostPort(cc.Servers[0], cc.Port)
 }
 
-// ingester builds the one inbound path with verification wired in.
-func (a *app) ingester(st store.Store) (*ingest.Ingester, error) {
+// verifier is the configured verification: DNS through the configured
+// resolver (cached), within verify.budget per message.
+func (a *app) verifier() (*verify.Verifier, error) {
 	dnsr, err := dnsresolver.New(dnsresolver.Config{
 		Server:    a.dnsServer(),
 		Timeout:   time.Duration(a.cfg.DNS.Timeout),
@@ -59,18 +60,28 @@ func (a *app) ingester(st store.Store) (*ingest.Ingester, error) {
 	if err != nil {
 		return nil, err
 	}
+	return &verify.Verifier{
+		Resolver:          dnsr,
+		Log:               a.log,
+		TrustSpamHeaders:  a.cfg.Verify.TrustSpamHeaders,
+		TrustedARCSealers: a.cfg.Verify.TrustedARCSealers,
+		// Inside the milter's 45 s: a slow DNS delays facts (pending), never
+		// the sender.
+		Timeout: time.Duration(a.cfg.Verify.Budget),
+	}, nil
+}
+
+// ingester builds the one inbound path with verification wired in.
+func (a *app) ingester(st store.Store) (*ingest.Ingester, error) {
+	v, err := a.verifier()
+	if err != nil {
+		return nil, err
+	}
 	return &ingest.Ingester{
 		Store:    st,
 		Resolver: a.resolver(st),
 		Verifier: &keytrust.Verifier{
-			Base: &verify.Verifier{
-				Resolver:          dnsr,
-				Log:               a.log,
-				TrustSpamHeaders:  a.cfg.Verify.TrustSpamHeaders,
-				TrustedARCSealers: a.cfg.Verify.TrustedARCSealers,
-				// Inside the milter's 45 s: a slow DNS delays facts, never the sender.
-				Timeout: 20 * time.Second,
-			},
+			Base:  v,
 			Store: st,
 			Log:   a.log,
 		},
@@ -313,9 +324,14 @@ func (a *app) deliver(ctx context.Context, args []string) (err error) {
 	return nil
 }
 
-// recompute re-scores stored messages with the current Privacy Index model,
-// for every user or the ones named.
+// recompute re-runs the checks that were pending when messages were
+// delivered (DNS down, verify.budget spent), then re-scores stored messages
+// with the current Privacy Index model, for every user or the ones named.
 func (a *app) recompute(ctx context.Context, args []string) error {
+	v, err := a.verifier()
+	if err != nil {
+		return err
+	}
 	return a.withStore(ctx, func(st store.Store) error {
 		var users []store.User
 		if len(args) == 0 {
@@ -333,11 +349,16 @@ func (a *app) recompute(ctx context.Context, args []string) error {
 			users = append(users, u)
 		}
 		for _, u := range users {
+			rv, err := keytrust.Reverify(ctx, st, v, u.ID)
+			if err != nil {
+				return fmt.Errorf("user %s: %w", u.Name, err)
+			}
 			stats, err := ingest.Recompute(ctx, st, u.ID)
 			if err != nil {
 				return fmt.Errorf("user %s: %w", u.Name, err)
 			}
-			fmt.Fprintf(a.stdout, "%s: %d messages, %d re-scored\n", u.Name, stats.Messages, stats.Changed)
+			fmt.Fprintf(a.stdout, "%s: %d messages, %d re-scored; %d with pending checks, %d completed\n",
+				u.Name, stats.Messages, stats.Changed, rv.Pending, rv.Completed)
 		}
 		return nil
 	})

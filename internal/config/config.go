@@ -86,6 +86,9 @@ type DNS struct {
 type Verify struct {
 	TrustSpamHeaders  bool     `toml:"trust_spam_headers"`
 	TrustedARCSealers []string `toml:"trusted_arc_sealers"`
+	// Budget bounds one message's DNS checks inside the milter's time:
+	// checks still running then are stored as pending and retried later.
+	Budget Duration `toml:"budget"`
 }
 
 type Operator struct {
@@ -119,6 +122,7 @@ func Default() Config {
 			Submission: Submission{Address: "127.0.0.1:25"},
 		},
 		DNS:      DNS{Timeout: Duration(3 * time.Second), CacheSize: 10000},
+		Verify:   Verify{Budget: Duration(5 * time.Second)},
 		Operator: Operator{Listen: "127.0.0.1:9465"},
 	}
 }
@@ -250,6 +254,10 @@ func (c Config) Validate() error {
 	}
 	if c.DNS.Timeout < 0 {
 		bad("dns.timeout", "must not be negative")
+	}
+	// The milter gives ingest 45 s in all; storing needs its share.
+	if c.Verify.Budget <= 0 || c.Verify.Budget > Duration(30*time.Second) {
+		bad("verify.budget", "must be positive and at most 30s (the milter answers within 45s), not %v", time.Duration(c.Verify.Budget))
 	}
 	if c.DNS.CacheSize < 0 {
 		bad("dns.cache_size", "must not be negative (0 turns the cache off)")

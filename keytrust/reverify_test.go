@@ -1,0 +1,176 @@
+package keytrust
+
+import (
+	"bytes"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"net"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-msgauth/dkim"
+	"github.com/google/uuid"
+	"github.com/miekg/dns"
+
+	"github.com/caliopen/caliopen/ingest"
+	"github.com/caliopen/caliopen/privacyindex"
+	"github.com/caliopen/caliopen/resolve"
+	"github.com/caliopen/caliopen/store"
+	"github.com/caliopen/caliopen/store/embedded"
+	"github.com/caliopen/caliopen/verify"
+	"github.com/caliopen/caliopen/verify/dnsresolver"
+)
+
+// zoneServer is a real authoritative UDP DNS server for remote.example that
+// can be taken down (it then drops every query, as an overloaded resolver).
+type zoneServer struct {
+	addr string
+	txt  map[string]string // lowercased FQDN → TXT
+	down atomic.Bool
+}
+
+func startZone(t *testing.T, txt map[string]string) *zoneServer {
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	z := &zoneServer{addr: pc.LocalAddr().String(), txt: txt}
+	srv := &dns.Server{PacketConn: pc, Handler: dns.HandlerFunc(func(w dns.ResponseWriter, req *dns.Msg) {
+		if z.down.Load() || len(req.Question) != 1 {
+			return
+		}
+		q := req.Question[0]
+		m := new(dns.Msg)
+		m.SetReply(req)
+		m.Authoritative = true
+		v, ok := z.txt[strings.ToLower(q.Name)]
+		switch {
+		case !ok:
+			m.Rcode = dns.RcodeNameError
+		case q.Qtype == dns.TypeTXT:
+			var parts []string
+			for len(v) > 255 {
+				parts, v = append(parts, v[:255]), v[255:]
+			}
+			m.Answer = append(m.Answer, &dns.TXT{Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeTXT, Class: dns.ClassINET, Ttl: 300},
+				Txt: append(parts, v)})
+		}
+		_ = w.WriteMsg(m)
+	})}
+	started := make(chan struct{})
+	srv.NotifyStartedFunc = func() { close(started) }
+	go func() { _ = srv.ActivateAndServe() }()
+	<-started
+	t.Cleanup(func() { _ = srv.Shutdown() })
+	return z
+}
+
+// PI vector 14 end to end: vector 3's message delivered while DNS drops every
+// query is stored within the budget with its checks pending (22 D, no
+// warning); once DNS answers, Reverify completes them and the stored PI is
+// 30 C. The sender's history is left as it was.
+func TestReverifyCompletesPendingChecks(t *testing.T) {
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	zone := startZone(t, map[string]string{
+		"sel._domainkey.remote.example.": "v=DKIM1; k=ed25519; p=" + base64.StdEncoding.EncodeToString(pub),
+		"remote.example.":                "v=spf1 ip4:192.0.2.10 -all",
+		"_dmarc.remote.example.":         "v=DMARC1; p=reject",
+	})
+	res, err := dnsresolver.New(dnsresolver.Config{Server: zone.addr, Timeout: 400 * time.Millisecond, CacheSize: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const budget = 300 * time.Millisecond
+	v := &verify.Verifier{Resolver: res, Timeout: budget}
+
+	st, err := embedded.Open(filepath.Join(t.TempDir(), "s.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	ctx := t.Context()
+	alice := uuid.Must(uuid.NewV7())
+	for _, err := range []error{
+		st.AddDomain(ctx, store.Domain{Name: "example.org"}),
+		st.CreateUser(ctx, store.User{ID: alice, Name: "alice"}),
+		st.AddAddress(ctx, store.Address{Address: "alice@example.org", UserID: alice}),
+	} {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	in := &ingest.Ingester{Store: st, Resolver: resolve.New(st), Verifier: &Verifier{Base: v, Store: st}}
+
+	raw := "From: Bob <bob@remote.example>\r\nTo: alice@example.org\r\nSubject: figures\r\n" +
+		"Date: Wed, 02 Dec 2026 10:00:00 +0000\r\nMessage-ID: <v14@remote.example>\r\n\r\nThe figures.\r\n"
+	var signed bytes.Buffer
+	if err := dkim.Sign(&signed, strings.NewReader(raw), &dkim.SignOptions{Domain: "remote.example", Selector: "sel", Signer: priv}); err != nil {
+		t.Fatal(err)
+	}
+	env := ingest.Envelope{Recipients: []string{"alice@example.org"}, MailFrom: "bob@remote.example",
+		ClientAddr: "192.0.2.10", Helo: "mx.remote.example", TLSVersion: "TLSv1.3", TLSCipher: "TLS_AES_256_GCM_SHA384"}
+
+	zone.down.Store(true)
+	start := time.Now()
+	r, err := in.Ingest(ctx, env, signed.Bytes())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d > budget+2*time.Second {
+		t.Errorf("ingest took %v with a %v budget and DNS down", d, budget)
+	}
+	id := r.Deliveries[0].MessageID
+	m, err := st.GetMessage(ctx, alice, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sec, _ := ingest.DecodeSecurity(m.Security)
+	if m.PI.Score != 22 || m.PI.Band != "D" || m.PI.Warning || !slices.Contains(sec.Features.Pending(), privacyindex.CheckDKIM) {
+		t.Fatalf("during the outage: PI %d %s warning %v, pending %v; want 22 D, no warning, DKIM pending",
+			m.PI.Score, m.PI.Band, m.PI.Warning, sec.Features.Pending())
+	}
+	history := sec.Features.History
+
+	// Still down: nothing completes, nothing is lost.
+	stats, err := Reverify(ctx, st, v, alice)
+	if err != nil || stats != (ReverifyStats{Pending: 1}) {
+		t.Fatalf("reverify while down: %+v, %v", stats, err)
+	}
+
+	zone.down.Store(false)
+	// Queries sent while it was down are shared by later lookups until
+	// they time out (dns.timeout): let them.
+	time.Sleep(500 * time.Millisecond)
+	stats, err = Reverify(ctx, st, v, alice)
+	if err != nil || stats != (ReverifyStats{Pending: 1, Completed: 1}) {
+		t.Fatalf("reverify: %+v, %v", stats, err)
+	}
+	m, err = st.GetMessage(ctx, alice, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sec, _ = ingest.DecodeSecurity(m.Security)
+	if m.PI.Score != 30 || m.PI.Band != "C" || m.PI.Warning || len(sec.Features.Pending()) != 0 {
+		t.Errorf("re-verified: PI %d %s warning %v pending %v; want 30 C", m.PI.Score, m.PI.Band, m.PI.Warning, sec.Features.Pending())
+	}
+	if sec.Features.History != history || sec.Features.DMARCPolicy != "reject" {
+		t.Errorf("history %+v → %+v, policy %q", history, sec.Features.History, sec.Features.DMARCPolicy)
+	}
+	var d Details
+	if err := json.Unmarshal(sec.Verification, &d); err != nil || d.DKIM.Result != privacyindex.AuthPass || d.DKIM.Pending {
+		t.Errorf("stored details DKIM %+v, %v", d.DKIM, err)
+	}
+	// Done: a second run finds nothing pending.
+	if stats, err := Reverify(ctx, st, v, alice); err != nil || stats != (ReverifyStats{}) {
+		t.Errorf("second reverify: %+v, %v", stats, err)
+	}
+}
