@@ -2,6 +2,7 @@ package keytrust
 
 import (
 	"bytes"
+	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/base64"
@@ -71,11 +72,35 @@ func startZone(t *testing.T, txt map[string]string) *zoneServer {
 	return z
 }
 
-// PI vector 14 end to end: vector 3's message delivered while DNS drops every
-// query is stored within the budget with its checks pending (22 D, no
-// warning); once DNS answers, Reverify completes them and the stored PI is
-// 30 C. The sender's history is left as it was.
-func TestReverifyCompletesPendingChecks(t *testing.T) {
+// v14 is PI vector 14's setting: remote.example publishes a DKIM key, SPF
+// and DMARC p=reject on a real DNS server; Bob's message to Alice is signed
+// by a real signer and comes over TLS 1.3 from an authorised IP.
+type v14 struct {
+	zone  *zoneServer
+	st    store.Store
+	v     *verify.Verifier
+	in    *ingest.Ingester
+	alice uuid.UUID
+	key   ed25519.PrivateKey
+	raw   []byte
+	env   ingest.Envelope
+}
+
+// signedMessage is Bob's message, DKIM-signed by remote.example.
+func signedMessage(t *testing.T, key ed25519.PrivateKey, id string) []byte {
+	raw := "From: Bob <bob@remote.example>\r\nTo: alice@example.org\r\nSubject: figures\r\n" +
+		"Date: Wed, 02 Dec 2026 10:00:00 +0000\r\nMessage-ID: <" + id + "@remote.example>\r\n\r\nThe figures.\r\n"
+	var signed bytes.Buffer
+	if err := dkim.Sign(&signed, strings.NewReader(raw), &dkim.SignOptions{Domain: "remote.example", Selector: "sel", Signer: key}); err != nil {
+		t.Fatal(err)
+	}
+	return signed.Bytes()
+}
+
+// v14Budget is the verification budget; DNS queries time out after 400 ms.
+const v14Budget = 300 * time.Millisecond
+
+func newV14(t *testing.T) *v14 {
 	pub, priv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
 		t.Fatal(err)
@@ -89,8 +114,7 @@ func TestReverifyCompletesPendingChecks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	const budget = 300 * time.Millisecond
-	v := &verify.Verifier{Resolver: res, Timeout: budget}
+	v := &verify.Verifier{Resolver: res, Timeout: v14Budget}
 
 	st, err := embedded.Open(filepath.Join(t.TempDir(), "s.db"))
 	if err != nil {
@@ -108,36 +132,58 @@ func TestReverifyCompletesPendingChecks(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	in := &ingest.Ingester{Store: st, Resolver: resolve.New(st), Verifier: &Verifier{Base: v, Store: st}}
+	return &v14{zone: zone, st: st, v: v, alice: alice, key: priv, raw: signedMessage(t, priv, "v14"),
+		in: &ingest.Ingester{Store: st, Resolver: resolve.New(st), Verifier: &Verifier{Base: v, Store: st}},
+		env: ingest.Envelope{Recipients: []string{"alice@example.org"}, MailFrom: "bob@remote.example",
+			ClientAddr: "192.0.2.10", Helo: "mx.remote.example", TLSVersion: "TLSv1.3", TLSCipher: "TLS_AES_256_GCM_SHA384"}}
+}
 
-	raw := "From: Bob <bob@remote.example>\r\nTo: alice@example.org\r\nSubject: figures\r\n" +
-		"Date: Wed, 02 Dec 2026 10:00:00 +0000\r\nMessage-ID: <v14@remote.example>\r\n\r\nThe figures.\r\n"
-	var signed bytes.Buffer
-	if err := dkim.Sign(&signed, strings.NewReader(raw), &dkim.SignOptions{Domain: "remote.example", Selector: "sel", Signer: priv}); err != nil {
-		t.Fatal(err)
-	}
-	env := ingest.Envelope{Recipients: []string{"alice@example.org"}, MailFrom: "bob@remote.example",
-		ClientAddr: "192.0.2.10", Helo: "mx.remote.example", TLSVersion: "TLSv1.3", TLSCipher: "TLS_AES_256_GCM_SHA384"}
-
-	zone.down.Store(true)
+// deliverDuringOutage ingests the message with DNS down: within the budget,
+// stored pending, 22 D without warning.
+func (x *v14) deliverDuringOutage(t *testing.T) ingest.Delivery {
+	t.Helper()
+	x.zone.down.Store(true)
 	start := time.Now()
-	r, err := in.Ingest(ctx, env, signed.Bytes())
+	r, err := x.in.Ingest(t.Context(), x.env, x.raw)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if d := time.Since(start); d > budget+2*time.Second {
-		t.Errorf("ingest took %v with a %v budget and DNS down", d, budget)
+	if d := time.Since(start); d > v14Budget+2*time.Second {
+		t.Errorf("ingest took %v with a %v budget and DNS down", d, v14Budget)
 	}
-	id := r.Deliveries[0].MessageID
+	d := r.Deliveries[0]
+	m, err := x.st.GetMessage(t.Context(), x.alice, d.MessageID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sec, _ := ingest.DecodeSecurity(m.Security)
+	if m.PI.Score != 22 || m.PI.Band != "D" || m.PI.Warning || !slices.Contains(sec.Features.Pending(), privacyindex.CheckDKIM) || !d.Pending {
+		t.Fatalf("during the outage: PI %d %s warning %v, pending %v (delivery %v); want 22 D, no warning, DKIM pending",
+			m.PI.Score, m.PI.Band, m.PI.Warning, sec.Features.Pending(), d.Pending)
+	}
+	return d
+}
+
+// recover brings DNS back. Queries sent while it was down are shared by
+// later lookups until they time out (dns.timeout): let them.
+func (x *v14) recover() {
+	x.zone.down.Store(false)
+	time.Sleep(500 * time.Millisecond)
+}
+
+// PI vector 14 end to end: vector 3's message delivered while DNS drops every
+// query is stored within the budget with its checks pending (22 D, no
+// warning); once DNS answers, Reverify completes them and the stored PI is
+// 30 C. The sender's history is left as it was.
+func TestReverifyCompletesPendingChecks(t *testing.T) {
+	x := newV14(t)
+	ctx, st, v, alice := t.Context(), x.st, x.v, x.alice
+	id := x.deliverDuringOutage(t).MessageID
 	m, err := st.GetMessage(ctx, alice, id)
 	if err != nil {
 		t.Fatal(err)
 	}
 	sec, _ := ingest.DecodeSecurity(m.Security)
-	if m.PI.Score != 22 || m.PI.Band != "D" || m.PI.Warning || !slices.Contains(sec.Features.Pending(), privacyindex.CheckDKIM) {
-		t.Fatalf("during the outage: PI %d %s warning %v, pending %v; want 22 D, no warning, DKIM pending",
-			m.PI.Score, m.PI.Band, m.PI.Warning, sec.Features.Pending())
-	}
 	history := sec.Features.History
 
 	// Still down: nothing completes, nothing is lost.
@@ -146,10 +192,7 @@ func TestReverifyCompletesPendingChecks(t *testing.T) {
 		t.Fatalf("reverify while down: %+v, %v", stats, err)
 	}
 
-	zone.down.Store(false)
-	// Queries sent while it was down are shared by later lookups until
-	// they time out (dns.timeout): let them.
-	time.Sleep(500 * time.Millisecond)
+	x.recover()
 	stats, err = Reverify(ctx, st, v, alice)
 	if err != nil || stats != (ReverifyStats{Pending: 1, Completed: 1}) {
 		t.Fatalf("reverify: %+v, %v", stats, err)
@@ -172,5 +215,55 @@ func TestReverifyCompletesPendingChecks(t *testing.T) {
 	// Done: a second run finds nothing pending.
 	if stats, err := Reverify(ctx, st, v, alice); err != nil || stats != (ReverifyStats{}) {
 		t.Errorf("second reverify: %+v, %v", stats, err)
+	}
+}
+
+// The background queue: a message stored pending before it starts (a crash)
+// is found by its first scan; while DNS is still down it stays queued; once
+// DNS answers, a later round completes it. A message added while it runs is
+// retried the same way.
+func TestQueueResumesAndRetries(t *testing.T) {
+	x := newV14(t)
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	before := x.deliverDuringOutage(t) // stored before the queue exists
+
+	q, err := NewQueue(QueueConfig{Store: x.st, Verifier: x.v, Interval: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- q.Run(ctx) }()
+
+	waitFor(t, "the first scan to queue the pending message", func() bool { return q.Len() == 1 })
+	x.raw = signedMessage(t, x.key, "v14b")
+	during := x.deliverDuringOutage(t)
+	q.Add(during.UserID, during.MessageID)
+
+	x.recover()
+	for _, d := range []ingest.Delivery{before, during} {
+		waitFor(t, "re-verification to reach 30 C", func() bool {
+			m, err := x.st.GetMessage(ctx, x.alice, d.MessageID)
+			return err == nil && m.PI.Score == 30 && m.PI.Band == "C" && !m.PI.Warning
+		})
+	}
+	waitFor(t, "the queue to empty", func() bool { return q.Len() == 0 })
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("Run = %v", err)
+	}
+	if _, err := NewQueue(QueueConfig{Store: x.st, Interval: time.Second}); err == nil {
+		t.Error("NewQueue without a Verifier succeeded")
+	}
+}
+
+func waitFor(t *testing.T, what string, ok func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !ok() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

@@ -108,6 +108,45 @@ func (n notifying) Ingest(ctx context.Context, env ingest.Envelope, raw []byte) 
 	return res, err
 }
 
+// retrying starts the re-verification queue (verify.retry_interval) and
+// returns ing feeding it the deliveries stored with pending checks; ing
+// itself when retries are off.
+func (a *app) retrying(rt *runtime, ing milter.Ingester) (milter.Ingester, error) {
+	if a.cfg.Verify.RetryInterval == 0 {
+		return ing, nil
+	}
+	v, err := a.verifier()
+	if err != nil {
+		return nil, err
+	}
+	q, err := keytrust.NewQueue(keytrust.QueueConfig{Store: rt.store, Verifier: v,
+		Log: a.log.With("role", "reverify"), Interval: time.Duration(a.cfg.Verify.RetryInterval)})
+	if err != nil {
+		return nil, err
+	}
+	rt.group.Go(func() error { return q.Run(rt.ctx) })
+	return queueing{ing, q}, nil
+}
+
+// queueing hands the deliveries stored with pending checks to the
+// re-verification queue.
+type queueing struct {
+	milter.Ingester
+	q *keytrust.Queue
+}
+
+func (w queueing) Ingest(ctx context.Context, env ingest.Envelope, raw []byte) (ingest.Result, error) {
+	res, err := w.Ingester.Ingest(ctx, env, raw)
+	if err == nil {
+		for _, d := range res.Deliveries {
+			if d.Pending {
+				w.q.Add(d.UserID, d.MessageID)
+			}
+		}
+	}
+	return res, err
+}
+
 func (a *app) startMilter(rt *runtime, ing milter.Ingester) error {
 	ln, err := listen("milter", a.cfg.Milter.Listen)
 	if err != nil {
@@ -186,9 +225,13 @@ func (a *app) serve(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	inbound, err := a.retrying(rt, notifying{ing, hub})
+	if err != nil {
+		return err
+	}
 	for _, start := range []func() error{
 		func() error { return a.startLookupd(rt) },
-		func() error { return a.startMilter(rt, notifying{ing, hub}) },
+		func() error { return a.startMilter(rt, inbound) },
 		func() error { return a.startAPI(rt, ing, hub) },
 	} {
 		if err := start(); err != nil {
@@ -209,8 +252,12 @@ func (a *app) milterRole(ctx context.Context, args []string) error {
 	}
 	defer done()
 	ing, err := a.ingester(rt.store)
+	var inbound milter.Ingester
 	if err == nil {
-		err = a.startMilter(rt, ing)
+		inbound, err = a.retrying(rt, ing)
+	}
+	if err == nil {
+		err = a.startMilter(rt, inbound)
 	}
 	if err != nil {
 		rt.group.Go(func() error { return err })

@@ -89,6 +89,9 @@ type Verify struct {
 	// Budget bounds one message's DNS checks inside the milter's time:
 	// checks still running then are stored as pending and retried later.
 	Budget Duration `toml:"budget"`
+	// RetryInterval is how often the milter re-runs pending checks; 0 = never
+	// (caliopen recompute still does).
+	RetryInterval Duration `toml:"retry_interval"`
 }
 
 type Operator struct {
@@ -122,7 +125,7 @@ func Default() Config {
 			Submission: Submission{Address: "127.0.0.1:25"},
 		},
 		DNS:      DNS{Timeout: Duration(3 * time.Second), CacheSize: 10000},
-		Verify:   Verify{Budget: Duration(5 * time.Second)},
+		Verify:   Verify{Budget: Duration(5 * time.Second), RetryInterval: Duration(5 * time.Minute)},
 		Operator: Operator{Listen: "127.0.0.1:9465"},
 	}
 }
@@ -258,6 +261,9 @@ func (c Config) Validate() error {
 	// The milter gives ingest 45 s in all; storing needs its share.
 	if c.Verify.Budget <= 0 || c.Verify.Budget > Duration(30*time.Second) {
 		bad("verify.budget", "must be positive and at most 30s (the milter answers within 45s), not %v", time.Duration(c.Verify.Budget))
+	}
+	if c.Verify.RetryInterval < 0 {
+		bad("verify.retry_interval", "must not be negative (0 turns automatic retries off)")
 	}
 	if c.DNS.CacheSize < 0 {
 		bad("dns.cache_size", "must not be negative (0 turns the cache off)")
