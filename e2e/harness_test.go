@@ -22,6 +22,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -308,6 +309,9 @@ func waitFor(t *testing.T, timeout time.Duration, what string, cond func() (bool
 // answers, the rest is NXDOMAIN.
 type dnsServer struct {
 	Addr string
+	// down: read every query and answer none, as a resolver that is
+	// overloaded or cut off.
+	down atomic.Bool
 	mu   sync.Mutex
 	rrs  map[string][]dns.RR // by lowercased FQDN
 	srvs []*dns.Server
@@ -368,6 +372,9 @@ func (d *dnsServer) addTXT(t *testing.T, name, text string) {
 }
 
 func (d *dnsServer) serve(w dns.ResponseWriter, r *dns.Msg) {
+	if d.down.Load() {
+		return
+	}
 	m := new(dns.Msg)
 	m.SetReply(r)
 	m.Authoritative = true

@@ -14,6 +14,7 @@ import (
 
 	"github.com/caliopen/caliopen/privacyindex"
 	"github.com/caliopen/caliopen/verify/dnsresolver"
+	"github.com/caliopen/caliopen/verify/internal/dnstest"
 )
 
 // arcSealScript seals a message with dkimpy (Debian's python3-dkim), an
@@ -101,7 +102,7 @@ func TestARCChainSealedByDkimpy(t *testing.T) {
 	})
 
 	t.Run("valid chain from a sealer we do not trust", func(t *testing.T) {
-		u := testVerifier(newResolver(t, dnsresolver.Config{Server: env.dns.Addr, Timeout: time.Second}))
+		u := testVerifier(dnstest.NewResolver(t, dnsresolver.Config{Server: env.dns.Addr, Timeout: time.Second}))
 		f := verifyOK(t, u, in)
 		if f.ARC.Result != privacyindex.AuthPass || f.ARC.Trusted {
 			t.Errorf("ARC = %+v; want pass, untrusted", f.ARC)
@@ -110,7 +111,7 @@ func TestARCChainSealedByDkimpy(t *testing.T) {
 
 	t.Run("two hops", func(t *testing.T) {
 		twice := relay.forward(t, once, "arc=pass")
-		u := testVerifier(newResolver(t, dnsresolver.Config{Server: env.dns.Addr, Timeout: time.Second}))
+		u := testVerifier(dnstest.NewResolver(t, dnsresolver.Config{Server: env.dns.Addr, Timeout: time.Second}))
 		u.TrustedARCSealers = []string{"relay.example.com"}
 		f := verifyOK(t, u, Input{Raw: twice})
 		if f.ARC.Result != privacyindex.AuthPass || f.ARC.Instances != 2 || f.ARC.Sealer != "relay.example.com" || !f.ARC.Trusted {

@@ -7,6 +7,7 @@ import (
 
 	"github.com/caliopen/caliopen/privacyindex"
 	"github.com/caliopen/caliopen/verify/dnsresolver"
+	"github.com/caliopen/caliopen/verify/internal/dnstest"
 )
 
 // score is what ingest does with the facts for an unknown sender over TLS 1.3.
@@ -51,7 +52,7 @@ func TestVector13DMARCFailUnderReject(t *testing.T) {
 // then 30 C; the failures were not cached.
 func TestVector14PendingDuringOutage(t *testing.T) {
 	env := newAuthEnv(t)
-	v := testVerifier(newResolver(t, dnsresolver.Config{Server: env.dns.Addr, Timeout: 200 * time.Millisecond, CacheSize: 100}))
+	v := testVerifier(dnstest.NewResolver(t, dnsresolver.Config{Server: env.dns.Addr, Timeout: 200 * time.Millisecond, CacheSize: 100}))
 	in := Input{Raw: dkimSign(t, message("alice@example.org", "figures"), "example.org", "sel", env.key),
 		MailFrom: "bounce@example.org", ClientIP: "192.0.2.10", Helo: "mail.example.org"}
 

@@ -89,23 +89,31 @@ func (a *app) ingester(st store.Store) (*ingest.Ingester, error) {
 	}, nil
 }
 
-// notifying publishes a "message.new" event for each message ingest created,
-// so API clients of the same process learn of new mail at once.
-type notifying struct {
-	*ingest.Ingester
-	hub *api.Hub
+// observing calls each with every delivery of a successful Ingest: the
+// milter's way to tell API clients and the re-verification queue.
+type observing struct {
+	milter.Ingester
+	each func(ingest.Delivery)
 }
 
-func (n notifying) Ingest(ctx context.Context, env ingest.Envelope, raw []byte) (ingest.Result, error) {
-	res, err := n.Ingester.Ingest(ctx, env, raw)
+func (o observing) Ingest(ctx context.Context, env ingest.Envelope, raw []byte) (ingest.Result, error) {
+	res, err := o.Ingester.Ingest(ctx, env, raw)
 	if err == nil {
 		for _, d := range res.Deliveries {
-			if d.Created {
-				n.hub.Publish(d.UserID, api.Event{Type: "message.new", MessageID: d.MessageID, ConversationID: d.ConversationID, At: time.Now().UTC()})
-			}
+			o.each(d)
 		}
 	}
 	return res, err
+}
+
+// notifying publishes a "message.new" event for each message ingest created,
+// so API clients of the same process learn of new mail at once.
+func notifying(ing milter.Ingester, hub *api.Hub) milter.Ingester {
+	return observing{ing, func(d ingest.Delivery) {
+		if d.Created {
+			hub.Publish(d.UserID, api.Event{Type: "message.new", MessageID: d.MessageID, ConversationID: d.ConversationID, At: time.Now().UTC()})
+		}
+	}}
 }
 
 // retrying starts the re-verification queue (verify.retry_interval) and
@@ -125,26 +133,11 @@ func (a *app) retrying(rt *runtime, ing milter.Ingester) (milter.Ingester, error
 		return nil, err
 	}
 	rt.group.Go(func() error { return q.Run(rt.ctx) })
-	return queueing{ing, q}, nil
-}
-
-// queueing hands the deliveries stored with pending checks to the
-// re-verification queue.
-type queueing struct {
-	milter.Ingester
-	q *keytrust.Queue
-}
-
-func (w queueing) Ingest(ctx context.Context, env ingest.Envelope, raw []byte) (ingest.Result, error) {
-	res, err := w.Ingester.Ingest(ctx, env, raw)
-	if err == nil {
-		for _, d := range res.Deliveries {
-			if d.Pending {
-				w.q.Add(d.UserID, d.MessageID)
-			}
+	return observing{ing, func(d ingest.Delivery) {
+		if d.Pending {
+			q.Add(d.UserID, d.MessageID)
 		}
-	}
-	return res, err
+	}}, nil
 }
 
 func (a *app) startMilter(rt *runtime, ing milter.Ingester) error {
@@ -225,7 +218,7 @@ func (a *app) serve(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	inbound, err := a.retrying(rt, notifying{ing, hub})
+	inbound, err := a.retrying(rt, notifying(ing, hub))
 	if err != nil {
 		return err
 	}

@@ -48,7 +48,7 @@ func zone(t *testing.T) *dnstest.Server {
 }
 
 func cached(t *testing.T, srv *dnstest.Server, c *clock, size int) *dnsresolver.Resolver {
-	return newResolver(t, dnsresolver.Config{Server: srv.Addr, Timeout: time.Second, CacheSize: size, Now: c.Now})
+	return dnstest.NewResolver(t, dnsresolver.Config{Server: srv.Addr, Timeout: time.Second, CacheSize: size, Now: c.Now})
 }
 
 func TestCacheKeepsAnswerForItsTTL(t *testing.T) {
@@ -147,7 +147,7 @@ func TestNegativeAnswerWithoutSOAIsNotCached(t *testing.T) {
 // finds the record once the server is back.
 func TestFailuresAreNotCached(t *testing.T) {
 	srv, c := zone(t), newClock()
-	r := newResolver(t, dnsresolver.Config{Server: srv.Addr, Timeout: 200 * time.Millisecond, CacheSize: 100, Now: c.Now})
+	r := dnstest.NewResolver(t, dnsresolver.Config{Server: srv.Addr, Timeout: 200 * time.Millisecond, CacheSize: 100, Now: c.Now})
 	const name = "sel._domainkey.example.org"
 	ctx := t.Context()
 
@@ -204,7 +204,7 @@ func TestCacheIsBounded(t *testing.T) {
 func TestConcurrentLookupsCoalesce(t *testing.T) {
 	srv := zone(t)
 	srv.SetDelay(200 * time.Millisecond)
-	r := newResolver(t, dnsresolver.Config{Server: srv.Addr, Timeout: 2 * time.Second})
+	r := dnstest.NewResolver(t, dnsresolver.Config{Server: srv.Addr, Timeout: 2 * time.Second})
 	const name = "sel._domainkey.example.org"
 	var wg sync.WaitGroup
 	errs := make(chan error, 40)
@@ -238,7 +238,7 @@ func TestConcurrentLookupsCoalesce(t *testing.T) {
 func TestCallerGivingUpDoesNotFailOthers(t *testing.T) {
 	srv := zone(t)
 	srv.SetDelay(300 * time.Millisecond)
-	r := newResolver(t, dnsresolver.Config{Server: srv.Addr, Timeout: 2 * time.Second, CacheSize: 10})
+	r := dnstest.NewResolver(t, dnsresolver.Config{Server: srv.Addr, Timeout: 2 * time.Second, CacheSize: 10})
 	const name = "sel._domainkey.example.org"
 
 	impatient := make(chan error, 1)
@@ -284,7 +284,7 @@ func TestSlowAndDroppingServersGiveTimelyTempErrors(t *testing.T) {
 			srv := zone(t)
 			c.setup(srv)
 			const timeout = 300 * time.Millisecond
-			r := newResolver(t, dnsresolver.Config{Server: srv.Addr, Timeout: timeout, CacheSize: 10})
+			r := dnstest.NewResolver(t, dnsresolver.Config{Server: srv.Addr, Timeout: timeout, CacheSize: 10})
 			start := time.Now()
 			var wg sync.WaitGroup
 			errs := make(chan error, 20)

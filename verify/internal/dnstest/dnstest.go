@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/caliopen/caliopen/verify/dnsresolver"
 )
 
 // Server is a running authoritative server. Records may be added while it runs.
@@ -240,4 +242,15 @@ func Blackhole(t testing.TB) string {
 	}()
 	t.Cleanup(func() { pc.Close() })
 	return pc.LocalAddr().String()
+}
+
+// NewResolver returns a dnsresolver.Resolver for cfg (Server: a Server's
+// Addr, or Blackhole's), failing the test when cfg is refused.
+func NewResolver(t testing.TB, cfg dnsresolver.Config) *dnsresolver.Resolver {
+	t.Helper()
+	r, err := dnsresolver.New(cfg)
+	if err != nil {
+		t.Fatalf("dnstest: %v", err)
+	}
+	return r
 }
