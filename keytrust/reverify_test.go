@@ -31,9 +31,10 @@ import (
 // zoneServer is a real authoritative UDP DNS server for remote.example that
 // can be taken down (it then drops every query, as an overloaded resolver).
 type zoneServer struct {
-	addr string
-	txt  map[string]string // lowercased FQDN → TXT
-	down atomic.Bool
+	addr  string
+	txt   map[string]string // lowercased FQDN → TXT
+	down  atomic.Bool
+	delay atomic.Int64 // nanoseconds to wait before each answer
 }
 
 func startZone(t *testing.T, txt map[string]string) *zoneServer {
@@ -46,6 +47,7 @@ func startZone(t *testing.T, txt map[string]string) *zoneServer {
 		if z.down.Load() || len(req.Question) != 1 {
 			return
 		}
+		time.Sleep(time.Duration(z.delay.Load()))
 		q := req.Question[0]
 		m := new(dns.Msg)
 		m.SetReply(req)
@@ -97,10 +99,13 @@ func signedMessage(t *testing.T, key ed25519.PrivateKey, id string) []byte {
 	return signed.Bytes()
 }
 
-// v14Budget is the verification budget; DNS queries time out after 400 ms.
+// v14Budget is the verification budget.
 const v14Budget = 300 * time.Millisecond
 
-func newV14(t *testing.T) *v14 {
+func newV14(t *testing.T) *v14 { return newV14Timeout(t, 400*time.Millisecond) }
+
+// newV14Timeout is newV14 with DNS queries timing out after dnsTimeout.
+func newV14Timeout(t *testing.T, dnsTimeout time.Duration) *v14 {
 	pub, priv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
 		t.Fatal(err)
@@ -110,7 +115,7 @@ func newV14(t *testing.T) *v14 {
 		"remote.example.":                "v=spf1 ip4:192.0.2.10 -all",
 		"_dmarc.remote.example.":         "v=DMARC1; p=reject",
 	})
-	res, err := dnsresolver.New(dnsresolver.Config{Server: zone.addr, Timeout: 400 * time.Millisecond, CacheSize: 100})
+	res, err := dnsresolver.New(dnsresolver.Config{Server: zone.addr, Timeout: dnsTimeout, CacheSize: 100})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -143,6 +148,13 @@ func newV14(t *testing.T) *v14 {
 func (x *v14) deliverDuringOutage(t *testing.T) ingest.Delivery {
 	t.Helper()
 	x.zone.down.Store(true)
+	return x.deliverPending(t)
+}
+
+// deliverPending ingests the message while DNS cannot answer within the
+// budget: stored within it, pending, 22 D without warning.
+func (x *v14) deliverPending(t *testing.T) ingest.Delivery {
+	t.Helper()
 	start := time.Now()
 	r, err := x.in.Ingest(t.Context(), x.env, x.raw)
 	if err != nil {
@@ -235,7 +247,9 @@ func TestQueueResumesAndRetries(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- q.Run(ctx) }()
 
-	waitFor(t, "the first scan to queue the pending message", func() bool { return q.Len() == 1 })
+	// Let the first scan find it while DNS is still down (one budget), and
+	// a round or two retry it in vain: only the queue can complete it now.
+	time.Sleep(3 * v14Budget)
 	x.raw = signedMessage(t, x.key, "v14b")
 	during := x.deliverDuringOutage(t)
 	q.Add(during.UserID, during.MessageID)
@@ -265,5 +279,28 @@ func waitFor(t *testing.T, what string, ok func() bool) {
 			t.Fatalf("timed out waiting for %s", what)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// A resolver slower than the budget (but within the DNS time-out): the
+// sender does not wait for it, the message is stored pending, and the
+// answers that arrive after the budget are cached, so the next retry
+// completes the checks at once.
+func TestSlowDNSDoesNotHoldTheSender(t *testing.T) {
+	x := newV14Timeout(t, 3*time.Second)
+	x.zone.delay.Store(int64(time.Second)) // > v14Budget
+	d := x.deliverPending(t)
+	time.Sleep(1500 * time.Millisecond) // the answers arrive and are cached
+	start := time.Now()
+	stats, err := Reverify(t.Context(), x.st, x.v, x.alice)
+	if err != nil || stats != (ReverifyStats{Pending: 1, Completed: 1}) {
+		t.Fatalf("reverify: %+v, %v; want the cached answers to complete it", stats, err)
+	}
+	if took := time.Since(start); took > v14Budget {
+		t.Errorf("reverify took %v: the answers were not cached", took)
+	}
+	m, err := x.st.GetMessage(t.Context(), x.alice, d.MessageID)
+	if err != nil || m.PI.Score != 30 || m.PI.Band != "C" {
+		t.Errorf("re-verified: %+v, %v; want 30 C", m.PI, err)
 	}
 }
