@@ -102,32 +102,49 @@ func (q *Queue) Run(ctx context.Context) error {
 	}
 }
 
-// round retries what is queued, or scans the store when it must.
+// giveUpAfter is how many messages in a row may stay pending before a
+// round stops: the resolver is most likely still down, and each attempt
+// costs a whole budget. The rest waits for the next round, in another
+// (random) order, so that one domain whose DNS never answers cannot starve
+// the others.
+const giveUpAfter = 3
+
+// round finds the pending messages in the store when it must, then retries
+// what is queued.
 func (q *Queue) round(ctx context.Context) {
 	q.mu.Lock()
-	batch, rescan := q.queued, q.rescan
-	q.queued, q.rescan = make(map[msgRef]struct{}), false
+	rescan := q.rescan
+	q.rescan = false
 	q.mu.Unlock()
 	if rescan {
-		// The scan sees every pending message, the batch's included.
 		q.scan(ctx)
-		return
 	}
+	q.mu.Lock()
+	batch := q.queued
+	q.queued = make(map[msgRef]struct{})
+	q.mu.Unlock()
+
+	failed := 0
 	for ref := range batch {
-		if ctx.Err() != nil {
-			q.requeue(ref)
+		if ctx.Err() != nil || failed >= giveUpAfter {
+			q.Add(ref.user, ref.msg)
 			continue
 		}
 		done, err := q.retry(ctx, ref)
 		if err != nil {
 			q.log.Warn("re-verification failed; will retry", "user", ref.user, "message", ref.msg, "err", err)
 		}
-		if !done {
-			q.requeue(ref)
+		if done {
+			failed = 0
+			continue
 		}
+		failed++
+		q.Add(ref.user, ref.msg)
 	}
 }
 
+// scan queues every stored message whose checks are pending: they are
+// durable there, whatever stopped the process that stored them.
 func (q *Queue) scan(ctx context.Context) {
 	users, err := q.st.ListUsers(ctx)
 	if err != nil {
@@ -136,16 +153,33 @@ func (q *Queue) scan(ctx context.Context) {
 		return
 	}
 	for _, u := range users {
-		stats, err := reverifyUser(ctx, q.st, q.v, u.ID, func(id uuid.UUID) { q.Add(u.ID, id) })
+		n := 0
+		err := ingest.EachMessage(ctx, q.st, u.ID, func(m store.Message) error {
+			if pending(m) {
+				q.Add(u.ID, m.ID)
+				n++
+			}
+			return nil
+		})
 		if err != nil {
 			q.log.Warn("re-verification scan failed; will retry", "user", u.ID, "err", err)
 			q.setRescan()
 			return
 		}
-		if stats.Pending > 0 {
-			q.log.Info("re-verified pending messages", "user", u.ID, "pending", stats.Pending, "completed", stats.Completed)
+		if n > 0 {
+			q.log.Info("messages with pending checks found", "user", u.ID, "pending", n)
 		}
 	}
+}
+
+// pending reports whether m is an inbound message whose stored checks are
+// pending and that can be verified again (its raw bytes are kept).
+func pending(m store.Message) bool {
+	if !m.Inbound || m.RawHash == "" {
+		return false
+	}
+	sec, err := ingest.DecodeSecurity(m.Security)
+	return err == nil && len(sec.Features.Pending()) > 0
 }
 
 // retry re-verifies one message; done when nothing is left pending (or the
@@ -158,17 +192,12 @@ func (q *Queue) retry(ctx context.Context, ref msgRef) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	if !m.Inbound || m.RawHash == "" {
+	if !pending(m) {
 		return true, nil
 	}
-	sec, err := ingest.DecodeSecurity(m.Security)
-	if err != nil || len(sec.Features.Pending()) == 0 {
-		return true, nil
-	}
+	sec, _ := ingest.DecodeSecurity(m.Security)
 	return reverifyOne(ctx, q.st, q.v, ref.user, m, sec)
 }
-
-func (q *Queue) requeue(ref msgRef) { q.Add(ref.user, ref.msg) }
 
 func (q *Queue) setRescan() {
 	q.mu.Lock()

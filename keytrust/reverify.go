@@ -29,21 +29,12 @@ type ReverifyStats struct {
 // message was compared with. A message still pending is left for the next
 // run, so running it again after a crash loses nothing.
 func Reverify(ctx context.Context, st store.Store, v *verify.Verifier, userID uuid.UUID) (ReverifyStats, error) {
-	return reverifyUser(ctx, st, v, userID, func(uuid.UUID) {})
-}
-
-// reverifyUser is Reverify, calling stillPending with each message whose
-// checks could not complete this time either.
-func reverifyUser(ctx context.Context, st store.Store, v *verify.Verifier, userID uuid.UUID, stillPending func(uuid.UUID)) (ReverifyStats, error) {
 	var stats ReverifyStats
 	err := ingest.EachMessage(ctx, st, userID, func(m store.Message) error {
-		if !m.Inbound || m.RawHash == "" {
-			return nil
-		}
-		sec, err := ingest.DecodeSecurity(m.Security)
-		if err != nil || len(sec.Features.Pending()) == 0 {
+		if !pending(m) {
 			return nil // unreadable facts are Recompute's to report
 		}
+		sec, _ := ingest.DecodeSecurity(m.Security)
 		stats.Pending++
 		done, err := reverifyOne(ctx, st, v, userID, m, sec)
 		if err != nil {
@@ -51,8 +42,6 @@ func reverifyUser(ctx context.Context, st store.Store, v *verify.Verifier, userI
 		}
 		if done {
 			stats.Completed++
-		} else {
-			stillPending(m.ID)
 		}
 		return nil
 	})

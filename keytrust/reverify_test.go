@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"net"
 	"path/filepath"
 	"slices"
@@ -302,5 +303,32 @@ func TestSlowDNSDoesNotHoldTheSender(t *testing.T) {
 	m, err := x.st.GetMessage(t.Context(), x.alice, d.MessageID)
 	if err != nil || m.PI.Score != 30 || m.PI.Band != "C" {
 		t.Errorf("re-verified: %+v, %v; want 30 C", m.PI, err)
+	}
+}
+
+// While DNS is down, a round ends in about a budget or a few, not a budget
+// per queued message (messages from one domain share their queries; from
+// many, the round gives up after giveUpAfter in a row), and keeps them all.
+func TestQueueRoundStopsDuringOutage(t *testing.T) {
+	x := newV14(t)
+	const n = 10
+	x.zone.down.Store(true)
+	for i := range n {
+		// From the 4th on, X3 rates Bob's history: 24 D, still pending.
+		if _, err := x.in.Ingest(t.Context(), x.env, signedMessage(t, x.key, fmt.Sprint("outage", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	q, err := NewQueue(QueueConfig{Store: x.st, Verifier: x.v, Interval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	q.round(t.Context()) // the first round scans the store, then retries
+	if took := time.Since(start); took > (giveUpAfter+1)*v14Budget+500*time.Millisecond {
+		t.Errorf("a round during the outage took %v for %d messages (budget %v)", took, n, v14Budget)
+	}
+	if q.Len() != n {
+		t.Errorf("%d messages queued after the round, want all %d", q.Len(), n)
 	}
 }
