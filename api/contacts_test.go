@@ -10,6 +10,8 @@ import (
 	"github.com/ProtonMail/go-crypto/openpgp"
 	"github.com/ProtonMail/go-crypto/openpgp/armor"
 	"github.com/ProtonMail/go-crypto/openpgp/packet"
+
+	"github.com/caliopen/caliopen/privacyindex"
 )
 
 // newKey makes an Ed25519/Curve25519 OpenPGP key (fast to generate).
@@ -162,7 +164,7 @@ func TestMeAccountPI(t *testing.T) {
 	if me.Name != h.alice.Name || len(me.Addresses) != 1 || me.Addresses[0] != h.alice.Addr {
 		t.Fatalf("me %+v", me)
 	}
-	if me.Privacy.Version != 1 || me.Privacy.Band == "" || len(me.Privacy.Facts) == 0 || len(me.Privacy.Advice) == 0 {
+	if me.Privacy.Version != privacyindex.Version || me.Privacy.Band == "" || len(me.Privacy.Facts) == 0 || len(me.Privacy.Advice) == 0 {
 		t.Fatalf("account PI %+v", me.Privacy)
 	}
 	// No key pair, no second factor: both are advised.
@@ -186,7 +188,7 @@ func TestObservedPI(t *testing.T) {
 	h.clock.Advance(time.Minute)
 	h.deliver(h.alice, strings.Replace(richMessage, "rich-1@", "rich-2@", 1))
 	m := decode[messageView](t, h.do(http.MethodGet, "/api/v1/messages/"+d.MessageID.String(), h.alice.Token, nil), http.StatusOK)
-	if m.PI.Version != 1 || m.PI.Band == "" || len(m.PI.Details) == 0 {
+	if m.PI.Version != privacyindex.Version || m.PI.Band == "" || len(m.PI.Details) == 0 {
 		t.Fatalf("message PI %+v: want the stored snapshot with details", m.PI)
 	}
 	conv := decode[conversationView](t, h.do(http.MethodGet, "/api/v1/conversations/"+d.ConversationID.String(), h.alice.Token, nil), http.StatusOK)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/caliopen/caliopen/privacyindex"
 	"github.com/caliopen/caliopen/store"
 )
 
@@ -136,7 +137,7 @@ func TestMessageView(t *testing.T) {
 
 	// Conversation: participants resolved, unread count follows the flag.
 	conv := decode[conversationView](t, h.do(http.MethodGet, "/api/v1/conversations/"+d.ConversationID.String(), h.alice.Token, nil), http.StatusOK)
-	if conv.MessageCount != 1 || conv.UnreadCount != 0 || conv.PI.Version != 1 {
+	if conv.MessageCount != 1 || conv.UnreadCount != 0 || conv.PI.Version != privacyindex.Version {
 		t.Errorf("conversation %+v", conv)
 	}
 	if !slices.ContainsFunc(conv.Participants, func(p participantView) bool {

@@ -316,6 +316,9 @@ func waitFor(t testing.TB, timeout time.Duration, what string, cond func() (bool
 // answers, the rest is NXDOMAIN.
 type dnsServer struct {
 	Addr string
+	// down: read every query and answer none, as a resolver that is
+	// overloaded or cut off.
+	down atomic.Bool
 	mu   sync.Mutex
 	rrs  map[string][]dns.RR // by lowercased FQDN
 	srvs []*dns.Server
@@ -378,6 +381,9 @@ func (d *dnsServer) addTXT(t testing.TB, name, text string) {
 }
 
 func (d *dnsServer) serve(w dns.ResponseWriter, r *dns.Msg) {
+	if d.down.Load() {
+		return
+	}
 	m := new(dns.Msg)
 	m.SetReply(r)
 	m.Authoritative = true

@@ -64,6 +64,10 @@ func newServeDeployment(t *testing.T) *serveDeployment {
 		"CALIOPEN_OPERATOR_LISTEN":         d.op,
 		"CALIOPEN_DNS_SERVER":              d.dns.Addr,
 		"CALIOPEN_DNS_TIMEOUT":             "2s",
+		// Vector 14: DNS down must not hold the sender beyond the budget,
+		// and the pending checks must complete soon after it is back.
+		"CALIOPEN_VERIFY_BUDGET":         "1s",
+		"CALIOPEN_VERIFY_RETRY_INTERVAL": "1s",
 	})
 	return d
 }
@@ -165,6 +169,7 @@ func TestServeEmbedded(t *testing.T) {
 	t.Run("BrokenMIME", func(t *testing.T) { testBrokenMIME(t, d.forTest(t)) })
 	t.Run("DuplicateStoredOnce", func(t *testing.T) { testDuplicate(t, d.forTest(t)) })
 	t.Run("DKIMVector3", func(t *testing.T) { testVector3(t, d.forTest(t)) })
+	t.Run("DNSDownVector14", func(t *testing.T) { testVector14(t, d.forTest(t)) })
 	t.Run("PGPVector5", func(t *testing.T) { testVector5(t, d.forTest(t), v5) })
 	t.Run("APISend", func(t *testing.T) { testAPISend(t, d.forTest(t)) })
 	// Last: these stop and restart serve.

@@ -53,6 +53,9 @@ type Delivery struct {
 	MessageID      uuid.UUID // store.Message.ID
 	ConversationID uuid.UUID
 	Created        bool // false: this exact message was already stored (a retry or duplicate)
+	// Pending: some checks could not complete (DNS down, verification
+	// budget spent); the message is to be re-verified (keytrust.Queue).
+	Pending bool
 }
 
 // The ingest entry point, implemented in ingest.go:

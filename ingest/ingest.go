@@ -365,7 +365,8 @@ func (in *Ingester) deliver(ctx context.Context, userID uuid.UUID, m *prepared, 
 		}
 	}
 	in.log().Debug("ingest: delivered", "user", userID, "message", stored.ID, "conversation", stored.ConversationID, "created", created)
-	return Delivery{UserID: userID, MessageID: stored.ID, ConversationID: stored.ConversationID, Created: created}, nil
+	return Delivery{UserID: userID, MessageID: stored.ID, ConversationID: stored.ConversationID, Created: created,
+		Pending: len(features.Pending()) > 0}, nil
 }
 
 // roles lists the participants of m by role. An inbound message without a

@@ -21,53 +21,57 @@ type RecomputeStats struct {
 // and an interrupted run can simply be started again.
 func Recompute(ctx context.Context, st store.Mailbox, userID uuid.UUID) (RecomputeStats, error) {
 	var stats RecomputeStats
-	cursor := ""
-	for {
-		convs, next, err := st.ListConversations(ctx, userID, store.Page{Limit: store.MaxLimit, Cursor: cursor})
+	err := EachMessage(ctx, st, userID, func(m store.Message) error {
+		stats.Messages++
+		sec, err := DecodeSecurity(m.Security)
 		if err != nil {
-			return stats, fmt.Errorf("recompute: list conversations: %w", err)
+			return fmt.Errorf("recompute: message %s: %w", m.ID, err)
 		}
-		for _, c := range convs {
-			if err := recomputeConversation(ctx, st, userID, c.ID, &stats); err != nil {
-				return stats, err
-			}
+		pi, err := messagePI(sec.Features)
+		if err != nil {
+			return fmt.Errorf("recompute: message %s: %w", m.ID, err)
 		}
-		if next == "" {
-			return stats, nil
+		if m.PI.Version == pi.Version && m.PI.Score == pi.Score && m.PI.Band == pi.Band &&
+			m.PI.Warning == pi.Warning && string(m.PI.Details) == string(pi.Details) {
+			return nil
 		}
-		cursor = next
-	}
+		if err := st.SetSecurity(ctx, userID, m.ID, m.Security, pi); err != nil {
+			return fmt.Errorf("recompute: message %s: %w", m.ID, err)
+		}
+		stats.Changed++
+		return nil
+	})
+	return stats, err
 }
 
-func recomputeConversation(ctx context.Context, st store.Mailbox, userID, convID uuid.UUID, stats *RecomputeStats) error {
-	cursor := ""
-	for {
-		msgs, next, err := st.ListMessages(ctx, userID, convID, store.Page{Limit: store.MaxLimit, Cursor: cursor})
+// EachMessage calls fn for every stored message of userID, conversation by
+// conversation; it stops at the first error.
+func EachMessage(ctx context.Context, st store.Mailbox, userID uuid.UUID, fn func(store.Message) error) error {
+	for convCursor := ""; ; {
+		convs, next, err := st.ListConversations(ctx, userID, store.Page{Limit: store.MaxLimit, Cursor: convCursor})
 		if err != nil {
-			return fmt.Errorf("recompute: list messages: %w", err)
+			return fmt.Errorf("list conversations: %w", err)
 		}
-		for _, m := range msgs {
-			stats.Messages++
-			sec, err := DecodeSecurity(m.Security)
-			if err != nil {
-				return fmt.Errorf("recompute: message %s: %w", m.ID, err)
+		for _, c := range convs {
+			for cursor := ""; ; {
+				msgs, more, err := st.ListMessages(ctx, userID, c.ID, store.Page{Limit: store.MaxLimit, Cursor: cursor})
+				if err != nil {
+					return fmt.Errorf("list messages: %w", err)
+				}
+				for _, m := range msgs {
+					if err := fn(m); err != nil {
+						return err
+					}
+				}
+				if more == "" {
+					break
+				}
+				cursor = more
 			}
-			pi, err := messagePI(sec.Features)
-			if err != nil {
-				return fmt.Errorf("recompute: message %s: %w", m.ID, err)
-			}
-			if m.PI.Version == pi.Version && m.PI.Score == pi.Score && m.PI.Band == pi.Band &&
-				m.PI.Warning == pi.Warning && string(m.PI.Details) == string(pi.Details) {
-				continue
-			}
-			if err := st.SetSecurity(ctx, userID, m.ID, m.Security, pi); err != nil {
-				return fmt.Errorf("recompute: message %s: %w", m.ID, err)
-			}
-			stats.Changed++
 		}
 		if next == "" {
 			return nil
 		}
-		cursor = next
+		convCursor = next
 	}
 }

@@ -245,19 +245,27 @@ func (in *Ingester) history(ctx context.Context, userID uuid.UUID, sender *store
 	enc := map[privacyindex.Encryption]int{}
 	tls := map[string]int{}
 	cipher := map[string]int{}
-	dkim := 0
+	dkim, dkimKnown := 0, 0
 	for _, f := range feats {
 		enc[f.Encryption]++
 		tls[f.TLSVersion]++
 		cipher[f.TLSCipher]++
-		if f.DKIM == privacyindex.AuthPass {
+		// A DKIM check that could not complete (temperror) says nothing of
+		// the sender: counting it as "not passing" would let a DNS outage
+		// teach the history that DKIM fails, and a later forgery pass as
+		// consistent (PI v1.1).
+		switch f.DKIM {
+		case privacyindex.AuthTempError:
+			continue
+		case privacyindex.AuthPass:
 			dkim++
 		}
+		dkimKnown++
 	}
 	h.UsualEncryption = mode(enc, func(a, b privacyindex.Encryption) bool { return a > b })
 	h.UsualTLS = mode(tls, func(a, b string) bool { return a > b })
 	h.UsualTLSCipher = mode(cipher, func(a, b string) bool { return a > b })
-	h.DKIMUsuallyPass = dkim*2 > len(feats)
+	h.DKIMUsuallyPass = dkim*2 > dkimKnown
 	return h, nil
 }
 

@@ -21,7 +21,7 @@ func vector12() AccountInput {
 func TestVector12(t *testing.T) {
 	r := Account(vector12())
 	// Set-up 20 + 10 + 2.5 = 32.5; 0.6 × 50 + 0.4 × 32.5 = 43.
-	if r.Version != 1 || r.Score != 43 || r.Band != "C" || r.Setup != 32.5 || r.Traffic != 50 || !r.HasTraffic {
+	if r.Version != Version || r.Score != 43 || r.Band != "C" || r.Setup != 32.5 || r.Traffic != 50 || !r.HasTraffic {
 		t.Fatalf("account: %+v", r)
 	}
 	for action, want := range map[string]int{

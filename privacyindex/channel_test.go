@@ -88,7 +88,7 @@ func TestProtocolCeilings(t *testing.T) {
 		{"fediverse DM, at best", best(ChannelInput{Protocol: "fediverse", Key: key(KeyVerified)}), "C", "fediverse direct message", false},
 	} {
 		r := Channel(c.in)
-		if r.Band != c.band || r.Mode != c.mode || r.ForwardSecrecy != c.fs || r.Version != 1 {
+		if r.Band != c.band || r.Mode != c.mode || r.ForwardSecrecy != c.fs || r.Version != Version {
 			t.Errorf("%s: band %s (%d) mode %q fs %v, want %s %q %v", c.name, r.Band, r.Score, r.Mode, r.ForwardSecrecy, c.band, c.mode, c.fs)
 		}
 	}

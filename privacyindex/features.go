@@ -41,7 +41,7 @@ const (
 	AuthFail      AuthResult = "fail"      //
 	AuthSoftFail  AuthResult = "softfail"  // SPF only
 	AuthNeutral   AuthResult = "neutral"   //
-	AuthTempError AuthResult = "temperror" // DNS timeout etc.: never awards points
+	AuthTempError AuthResult = "temperror" // could not complete (DNS time-out, SERVFAIL): pending, see MessageFeatures.Pending
 	AuthPermError AuthResult = "permerror" // garbage record, too many lookups
 )
 
@@ -99,8 +99,11 @@ type MessageFeatures struct {
 	SPF         AuthResult
 	SPFAligned  bool // envelope sender domain aligns with From
 	DMARC       AuthResult
-	ARC         AuthResult // ARC chain validation, when the chain is from a trusted sealer
-	ARCTrusted  bool
+	// DMARCPolicy is the p= (or sp=, for a subdomain) the From domain
+	// publishes: "none", "quarantine", "reject", "" when unknown.
+	DMARCPolicy string
+	ARC         AuthResult // ARC chain validation: pass, fail, temperror (pending)
+	ARCTrusted  bool       // the newest ARC sealer is one we trust, and its chain validates or is pending
 
 	Signature  Signature
 	Key        KeyTrust
@@ -111,4 +114,29 @@ type MessageFeatures struct {
 	ARCSealed        bool // an ARC seal present (forwarded)
 
 	History History
+}
+
+// Checks that can be pending (MessageFeatures.Pending).
+const (
+	CheckDKIM  = "dkim"
+	CheckSPF   = "spf"
+	CheckDMARC = "dmarc"
+	CheckARC   = "arc"
+)
+
+// Pending lists the checks that could not complete (AuthTempError: a DNS
+// time-out, SERVFAIL, a verification budget that ran out). A pending check
+// is unknown, not failed: it earns nothing for now, raises no warning, must
+// not count in a correspondent's history, and is retried (model v1.1).
+func (f MessageFeatures) Pending() []string {
+	var out []string
+	for _, c := range []struct {
+		name string
+		r    AuthResult
+	}{{CheckDKIM, f.DKIM}, {CheckSPF, f.SPF}, {CheckDMARC, f.DMARC}, {CheckARC, f.ARC}} {
+		if c.r == AuthTempError {
+			out = append(out, c.name)
+		}
+	}
+	return out
 }

@@ -1,4 +1,4 @@
-// Package privacyindex is the Privacy Index (PI), model version 1: a pure
+// Package privacyindex is the Privacy Index (PI), model v1.1 (Version 2): a pure
 // function from security facts to a score from 0 to 100, a band (A–E), the
 // facts that made the score, the caps that limited it and the advice that
 // would raise it. It does no I/O and never reads the clock: every time is
@@ -15,19 +15,25 @@ import (
 
 // Version is the model version stamped on every result. Changing a weight
 // means a new version and a recompute of stored scores.
-const Version = 1
+//
+// Version 2 is PRIVACY-INDEX.md's v1.1: a check that could not complete is
+// pending (no points, no warning, no downgrade), and a DMARC failure where
+// the From domain publishes p=quarantine or p=reject is a warning.
+const Version = 2
 
 // Warning codes (Result.Warnings). Any warning caps the score at 24 (K5).
 const (
 	WarnSignatureInvalid = "signature_invalid" // an end-to-end signature does not verify
 	WarnKeyChanged       = "key_changed"       // the sender's key changed and the user has not verified the new one
 	WarnDowngrade        = "downgrade"         // weaker than this correspondent's usual messages
+	WarnDMARCFail        = "dmarc_fail"        // fails DMARC where the From domain asks receivers to quarantine or reject
 )
 
 var warningText = map[string]string{
 	WarnSignatureInvalid: "the end-to-end signature does not verify",
 	WarnKeyChanged:       "the sender's key changed and the new one is not verified",
 	WarnDowngrade:        "weaker than this correspondent's usual messages",
+	WarnDMARCFail:        "fails DMARC where the From domain asks to quarantine or reject such mail: the From address may be forged",
 }
 
 // Fact is one line of a score's explanation. Points and Max are numbers of
@@ -38,6 +44,9 @@ type Fact struct {
 	Label  string  `json:"label"`
 	Points float64 `json:"points"`
 	Max    float64 `json:"max"`
+	// Pending: a check this fact depends on could not complete; the fact
+	// may rise once it is retried.
+	Pending bool `json:"pending,omitempty"`
 }
 
 // Cap is a ceiling that applies to the score. Every applicable cap is listed;
@@ -65,9 +74,12 @@ type Result struct {
 	Band     string   `json:"band"`
 	Warning  bool     `json:"warning"`
 	Warnings []string `json:"warnings"`
-	Facts    []Fact   `json:"facts"`
-	Caps     []Cap    `json:"caps"`
-	Advice   []Advice `json:"advice"`
+	// Pending lists the checks that could not complete (CheckDKIM, …): the
+	// score is provisional until they are retried.
+	Pending []string `json:"pending,omitempty"`
+	Facts   []Fact   `json:"facts"`
+	Caps    []Cap    `json:"caps"`
+	Advice  []Advice `json:"advice"`
 }
 
 // Message advice action codes.
@@ -82,6 +94,7 @@ const (
 	ActAskProtectHeaders = "ask_protected_headers"     // ask the sender to hide the Subject (protected headers)
 	ActResolveDowngrade  = "resolve_downgrade"         // shown with a downgrade warning, without a gain
 	ActResolveInvalidSig = "resolve_invalid_signature" // shown with an invalid signature, without a gain
+	ActResolveDMARCFail  = "resolve_dmarc_fail"        // shown with a DMARC-fail warning, without a gain
 )
 
 // BandOf maps a score to its band: A 80–100, B 60–79, C 25–59, D 10–24, E 0–9.
@@ -144,6 +157,8 @@ type evaluation struct {
 	caps      []Cap
 	score     int
 	downgrade bool
+	// a1Pending, x3Pending: the fact may rise once pending checks complete.
+	a1Pending, x3Pending bool
 }
 
 // evaluate scores a received message. It is the single source of the
@@ -180,10 +195,14 @@ func evaluateKey(f MessageFeatures, signedOnly bool) evaluation {
 	if !f.ListID && !f.ARCSealed {
 		e.pts[fX2] = 3
 	}
-	e.pts[fX3], e.downgrade = x3Points(f, e.pts[fC1], e.pts[fT1])
+	e.pts[fX3], e.downgrade, e.x3Pending = x3Points(f, e.pts[fC1], e.pts[fT1])
+	e.a1Pending = e.pts[fA1] < factMax[fA1] && len(f.Pending()) > 0
 
 	if f.Signature == SigInvalid {
 		e.warnings = append(e.warnings, WarnSignatureInvalid)
+	}
+	if dmarcFailWarning(f) {
+		e.warnings = append(e.warnings, WarnDMARCFail)
 	}
 	if keyChangeWarning(f) {
 		e.warnings = append(e.warnings, WarnKeyChanged)
@@ -303,7 +322,18 @@ func a1Points(f MessageFeatures) int {
 	return 0
 }
 
-func a1Label(f MessageFeatures, pts int) string {
+func a1Label(f MessageFeatures, e evaluation) string {
+	s := a1Rung(f, e.pts[fA1])
+	if dmarcFailWarning(f) {
+		s = "DMARC fail where the From domain publishes p=" + strings.ToLower(strings.TrimSpace(f.DMARCPolicy)) + "; " + s
+	}
+	if e.a1Pending {
+		s += " (pending: " + strings.Join(f.Pending(), ", ") + " could not be checked yet; retried)"
+	}
+	return s
+}
+
+func a1Rung(f MessageFeatures, pts int) string {
 	switch pts {
 	case 8:
 		return "DMARC pass via aligned DKIM"
@@ -318,6 +348,22 @@ func a1Label(f MessageFeatures, pts int) string {
 		return "DKIM or SPF pass, without a DMARC pass"
 	}
 	return "no sender authentication passed"
+}
+
+// dmarcFailWarning: the From domain asks receivers to quarantine or reject
+// mail that fails DMARC, and this message does, with no trusted ARC pass to
+// explain it (a forwarder that broke the signature). A pending DMARC
+// (temperror) is not a failure, and a pending check of a trusted sealer's
+// ARC chain may yet explain one: neither warns.
+func dmarcFailWarning(f MessageFeatures) bool {
+	if f.DMARC != AuthFail || (f.ARCTrusted && (f.ARC == AuthPass || f.ARC == AuthTempError)) {
+		return false
+	}
+	switch strings.ToLower(strings.TrimSpace(f.DMARCPolicy)) {
+	case "quarantine", "reject":
+		return true
+	}
+	return false
 }
 
 // a2Points: a signature the server cannot see (inside encryption) is unknown,
@@ -354,18 +400,23 @@ func keyChangeWarning(f MessageFeatures) bool {
 
 // x3Points compares the message with the correspondent's usual: fewer than 3
 // earlier messages is no history (2); a lower C1 or T1 class, or DKIM not
-// passing where it usually passes, is a downgrade (0 and a warning).
-func x3Points(f MessageFeatures, c1, t1 int) (int, bool) {
+// passing where it usually passes, is a downgrade (0 and a warning). A DKIM
+// check that could not complete is no downgrade: the comparison waits for
+// it (2, pending), as when there is no history.
+func x3Points(f MessageFeatures, c1, t1 int) (pts int, downgrade, pending bool) {
 	h := f.History
 	if h.Messages < 3 {
-		return 2, false
+		return 2, false, false
 	}
 	if c1 < c1Points(h.UsualEncryption) ||
 		t1 < T1Points(h.UsualTLS, h.UsualTLSCipher) ||
-		(h.DKIMUsuallyPass && f.DKIM != AuthPass) {
-		return 0, true
+		(h.DKIMUsuallyPass && f.DKIM != AuthPass && f.DKIM != AuthTempError) {
+		return 0, true, false
 	}
-	return 4, false
+	if h.DKIMUsuallyPass && f.DKIM == AuthTempError {
+		return 2, false, true
+	}
+	return 4, false, false
 }
 
 // TLS classes (T1 points).
@@ -452,6 +503,7 @@ func Message(f MessageFeatures) Result {
 		Band:     BandOf(e.score),
 		Warning:  len(e.warnings) > 0,
 		Warnings: append([]string{}, e.warnings...),
+		Pending:  f.Pending(),
 		Facts:    messageFacts(f, e),
 		Caps:     append([]Cap{}, e.caps...),
 		Advice:   messageAdvice(f, e),
@@ -466,14 +518,16 @@ func messageFacts(f MessageFeatures, e evaluation) []Fact {
 		fT1: t1Label(f.TLSVersion, f.TLSCipher, e.pts[fT1]),
 		fT2: t2Label(f.Posture),
 		fT3: t3Label(f.Hops, e.pts[fT3]),
-		fA1: a1Label(f, e.pts[fA1]),
+		fA1: a1Label(f, e),
 		fA2: a2Label(f.Signature),
 		fA3: a3Label(f, e.pts[fA3]),
 		fX1: x1Label(f.ProtectedHeaders),
 		fX2: x2Label(f),
 		fX3: x3Label(f, e),
 	}
-	return buildFacts(e.pts, labels)
+	out := buildFacts(e.pts, labels)
+	out[fA1].Pending, out[fX3].Pending = e.a1Pending, e.x3Pending
+	return out
 }
 
 func buildFacts(pts [nFacts]int, labels [nFacts]string) []Fact {
@@ -610,6 +664,8 @@ func x3Label(f MessageFeatures, e evaluation) string {
 		return "fewer than 3 earlier messages from this correspondent"
 	case e.downgrade:
 		return "downgrade: weaker than this correspondent's usual messages"
+	case e.x3Pending:
+		return "comparison with this correspondent's history pending: DKIM could not be checked yet"
 	}
 	return "consistent with this correspondent's history"
 }
@@ -628,6 +684,9 @@ func messageAdvice(f MessageFeatures, e evaluation) []Advice {
 		case WarnDowngrade:
 			out = append(out, Advice{Action: ActResolveDowngrade,
 				Text: "This message is weaker than what this correspondent usually sends: check with them through another channel before trusting it."})
+		case WarnDMARCFail:
+			out = append(out, Advice{Action: ActResolveDMARCFail,
+				Text: "The sender's domain asks that mail failing its authentication be quarantined or rejected, and this message fails it: the From address may be forged. Do not trust it without checking with the sender through another channel."})
 		}
 	}
 	try := func(action, text string, change func(*MessageFeatures)) {
@@ -664,8 +723,11 @@ func messageAdvice(f MessageFeatures, e evaluation) []Advice {
 	}
 	try(ActAskTLS, "Ask the sender's provider to deliver over TLS 1.3.",
 		func(g *MessageFeatures) { g.TLSVersion, g.TLSCipher = "TLSv1.3", "TLS_AES_256_GCM_SHA384" })
-	try(ActAskDMARC, "Ask the sender's provider to sign with DKIM aligned with their address and to publish DMARC.",
-		func(g *MessageFeatures) { g.DKIM, g.DKIMAligned, g.DMARC = AuthPass, true, AuthPass })
+	if !slices.Contains(f.Pending(), CheckDKIM) && !slices.Contains(f.Pending(), CheckDMARC) {
+		// While DKIM or DMARC is pending, what the provider does is not known yet.
+		try(ActAskDMARC, "Ask the sender's provider to sign with DKIM aligned with their address and to publish DMARC.",
+			func(g *MessageFeatures) { g.DKIM, g.DKIMAligned, g.DMARC = AuthPass, true, AuthPass })
+	}
 	try(ActAskMTASTS, "Ask the sender's provider to enforce MTA-STS or DANE for their domain.",
 		func(g *MessageFeatures) { g.Posture = PostureEnforced })
 	sortAdvice(out[scored:])

@@ -32,6 +32,20 @@ type vector struct {
 	facts    map[string]float64 // non-zero facts; every other fact must be 0
 	caps     []string           // applicable caps
 	binding  string             // "" when no cap lowered the score
+	pending  []string           // checks that could not complete
+}
+
+// vector3 is vector 3's message: TLS 1.3, aligned DKIM, SPF and DMARC pass.
+func vector3() MessageFeatures {
+	return MessageFeatures{TLSVersion: "TLSv1.3", TLSCipher: "TLS_AES_256_GCM_SHA384",
+		DKIM: AuthPass, DKIMAligned: true, SPF: AuthPass, SPFAligned: true, DMARC: AuthPass, DMARCPolicy: "reject"}
+}
+
+// vector14 is vector 3 delivered while the resolver is down: every DNS check
+// ended as temperror; the DMARC policy could not be read either.
+func vector14() MessageFeatures {
+	return MessageFeatures{TLSVersion: "TLSv1.3", TLSCipher: "TLS_AES_256_GCM_SHA384",
+		DKIM: AuthTempError, SPF: AuthTempError, DMARC: AuthTempError}
 }
 
 func vectors() []vector {
@@ -46,9 +60,7 @@ func vectors() []vector {
 		{name: "2 as 1 over TLS 1.3", f: MessageFeatures{TLSVersion: "TLSv1.3", TLSCipher: "TLS_AES_256_GCM_SHA384"},
 			score: 22, uncapped: 22, band: "D",
 			facts: map[string]float64{"T1": 15, "T3": 2, "X2": 3, "X3": 2}, caps: []string{"K3"}},
-		{name: "3 TLS 1.3, aligned DKIM, SPF, DMARC",
-			f: MessageFeatures{TLSVersion: "TLSv1.3", TLSCipher: "TLS_AES_256_GCM_SHA384",
-				DKIM: AuthPass, DKIMAligned: true, SPF: AuthPass, SPFAligned: true, DMARC: AuthPass},
+		{name: "3 TLS 1.3, aligned DKIM, SPF, DMARC", f: vector3(),
 			score: 30, uncapped: 30, band: "C",
 			facts: map[string]float64{"T1": 15, "T3": 2, "A1": 8, "X2": 3, "X3": 2}, caps: []string{"K3"}},
 		{name: "4 TLS 1.0, DMARC via SPF only, consistent history",
@@ -85,6 +97,17 @@ func vectors() []vector {
 		{name: "10 downgrade to clear", f: MessageFeatures{History: history7},
 			score: 5, uncapped: 5, band: "E", warnings: []string{WarnDowngrade},
 			facts: map[string]float64{"T3": 2, "X2": 3}, caps: []string{"K1", "K2", "K3", "K5"}},
+		// v1.1: a forged From under p=reject is a warning, not an honest
+		// unauthenticated message (which vector 2 is).
+		{name: "13 DMARC fail under p=reject",
+			f: MessageFeatures{TLSVersion: "TLSv1.3", TLSCipher: "TLS_AES_256_GCM_SHA384",
+				SPF: AuthFail, DMARC: AuthFail, DMARCPolicy: "reject"},
+			score: 22, uncapped: 22, band: "D", warnings: []string{WarnDMARCFail},
+			facts: map[string]float64{"T1": 15, "T3": 2, "X2": 3, "X3": 2}, caps: []string{"K3", "K5"}},
+		// v1.1: vector 3 while the resolver is down is pending, not failed.
+		{name: "14 as 3, DNS down: pending", f: vector14(),
+			score: 22, uncapped: 22, band: "D", pending: []string{CheckDKIM, CheckSPF, CheckDMARC},
+			facts: map[string]float64{"T1": 15, "T3": 2, "X2": 3, "X3": 2}, caps: []string{"K3"}},
 	}
 }
 
@@ -92,12 +115,15 @@ func TestMessageVectors(t *testing.T) {
 	for _, v := range vectors() {
 		t.Run(v.name, func(t *testing.T) {
 			r := Message(v.f)
-			if r.Version != 1 || r.Score != v.score || r.Uncapped != v.uncapped || r.Band != v.band {
-				t.Errorf("got version %d score %d uncapped %d band %s, want 1 %d %d %s",
-					r.Version, r.Score, r.Uncapped, r.Band, v.score, v.uncapped, v.band)
+			if r.Version != Version || r.Score != v.score || r.Uncapped != v.uncapped || r.Band != v.band {
+				t.Errorf("got version %d score %d uncapped %d band %s, want %d %d %d %s",
+					r.Version, r.Score, r.Uncapped, r.Band, Version, v.score, v.uncapped, v.band)
 			}
 			if want := len(v.warnings) > 0; r.Warning != want || !slices.Equal(r.Warnings, append([]string{}, v.warnings...)) {
 				t.Errorf("warning %v %v, want %v", r.Warning, r.Warnings, v.warnings)
+			}
+			if !slices.Equal(r.Pending, v.pending) {
+				t.Errorf("pending %v, want %v", r.Pending, v.pending)
 			}
 			if len(r.Facts) != 11 {
 				t.Fatalf("%d facts, want 11", len(r.Facts))

@@ -22,7 +22,8 @@ var (
 	tlsVersions = []string{"", "TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3", "SSLv3", "TLS 1.2", "junk"}
 	tlsCiphers  = []string{"", "ECDHE-RSA-AES256-GCM-SHA384", "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
 		"AES256-SHA", "ECDHE-RSA-AES256-SHA", "TLS_AES_256_GCM_SHA384", "DHE-RSA-AES128-GCM-SHA256"}
-	authResults = []AuthResult{AuthNone, AuthPass, AuthFail, AuthSoftFail, AuthNeutral, AuthTempError, AuthPermError, "bogus"}
+	authResults   = []AuthResult{AuthNone, AuthPass, AuthFail, AuthSoftFail, AuthNeutral, AuthTempError, AuthPermError, "bogus"}
+	dmarcPolicies = []string{"", "none", "quarantine", "reject", "Reject", "junk"}
 )
 
 // randFeatures draws any combination, including out-of-range enums, which
@@ -38,8 +39,9 @@ func randFeatures(r *rand.Rand) MessageFeatures {
 		Hops:       Hops{Count: r.Intn(5) - 1, AllTLS: r.Intn(2) == 0, AnyClear: r.Intn(4) == 0},
 		DKIM:       authResults[r.Intn(len(authResults))], DKIMAligned: r.Intn(2) == 0,
 		SPF: authResults[r.Intn(len(authResults))], SPFAligned: r.Intn(2) == 0,
-		DMARC: authResults[r.Intn(len(authResults))],
-		ARC:   authResults[r.Intn(len(authResults))], ARCTrusted: r.Intn(2) == 0,
+		DMARC:       authResults[r.Intn(len(authResults))],
+		DMARCPolicy: dmarcPolicies[r.Intn(len(dmarcPolicies))],
+		ARC:         authResults[r.Intn(len(authResults))], ARCTrusted: r.Intn(2) == 0,
 		Signature:        Signature(pick(5)),
 		Key:              KeyTrust(pick(5)),
 		KeyChanged:       r.Intn(5) == 0,
@@ -174,7 +176,7 @@ func TestMessageProperties(t *testing.T) {
 			}
 		}
 		for _, a := range r.Advice {
-			if a.Gain < 0 || (a.Gain == 0 && a.Action != ActResolveDowngrade && a.Action != ActResolveInvalidSig) {
+			if a.Gain < 0 || (a.Gain == 0 && a.Action != ActResolveDowngrade && a.Action != ActResolveInvalidSig && a.Action != ActResolveDMARCFail) {
 				t.Fatalf("advice %+v for %+v", a, f)
 			}
 			if a.Gain > 0 && r.Score+a.Gain > 100 {

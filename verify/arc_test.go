@@ -15,6 +15,7 @@ import (
 	"github.com/caliopen/caliopen/message"
 	"github.com/caliopen/caliopen/privacyindex"
 	"github.com/caliopen/caliopen/verify/dnsresolver"
+	"github.com/caliopen/caliopen/verify/internal/dnstest"
 )
 
 // arcSealScript seals a message with dkimpy (Debian's python3-dkim), an
@@ -81,7 +82,7 @@ func TestARCChainSealedByDkimpy(t *testing.T) {
 
 	orig := dkimSign(t, testMessage("alice@example.org", "Meeting at noon."), "example.org", "sel", env.key)
 	once := list.forward(t, orig, "dkim=pass header.d=example.org; spf=pass smtp.mailfrom=example.org; dmarc=pass header.from=example.org")
-	v := testVerifier(dnsresolver.New(env.dns.Addr, time.Second), func(c *Config) { c.TrustedARCSealers = []string{"lists.example.net"} })
+	v := testVerifier(dnstest.NewResolver(t, dnsresolver.Config{Server: env.dns.Addr, Timeout: time.Second}), func(c *Config) { c.TrustedARCSealers = []string{"lists.example.net"} })
 	in := Input{Raw: once, MailFrom: "list-bounces@lists.example.net", ClientIP: "198.51.100.9", Helo: "lists.example.net"}
 
 	t.Run("list rewrote the message: DKIM fails, ARC passes and is trusted", func(t *testing.T) {
@@ -101,7 +102,7 @@ func TestARCChainSealedByDkimpy(t *testing.T) {
 	})
 
 	t.Run("valid chain from a sealer we do not trust", func(t *testing.T) {
-		u := testVerifier(dnsresolver.New(env.dns.Addr, time.Second))
+		u := testVerifier(dnstest.NewResolver(t, dnsresolver.Config{Server: env.dns.Addr, Timeout: time.Second}))
 		f := verifyOK(t, u, in)
 		if f.ARC.Result != privacyindex.AuthPass || f.ARC.Trusted {
 			t.Errorf("ARC = %+v; want pass, untrusted", f.ARC)
@@ -110,7 +111,7 @@ func TestARCChainSealedByDkimpy(t *testing.T) {
 
 	t.Run("two hops", func(t *testing.T) {
 		twice := relay.forward(t, once, "arc=pass")
-		u := testVerifier(dnsresolver.New(env.dns.Addr, time.Second), func(c *Config) { c.TrustedARCSealers = []string{"relay.example.com"} })
+		u := testVerifier(dnstest.NewResolver(t, dnsresolver.Config{Server: env.dns.Addr, Timeout: time.Second}), func(c *Config) { c.TrustedARCSealers = []string{"relay.example.com"} })
 		f := verifyOK(t, u, Input{Raw: twice})
 		if f.ARC.Result != privacyindex.AuthPass || f.ARC.Instances != 2 || f.ARC.Sealer != "relay.example.com" || !f.ARC.Trusted {
 			t.Errorf("ARC = %+v; want a trusted pass of two instances", f.ARC)

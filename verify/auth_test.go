@@ -41,7 +41,7 @@ func newAuthEnv(t *testing.T) *authEnv {
 	publishKey(t, srv, "sel._domainkey.example.org", key.Public())
 	srv.AddTXT("example.org", "v=spf1 ip4:192.0.2.10 -all")
 	srv.AddTXT("_dmarc.example.org", "v=DMARC1; p=reject; rua=mailto:dmarc@example.org")
-	return &authEnv{dns: srv, key: key, v: testVerifier(dnsresolver.New(srv.Addr, time.Second))}
+	return &authEnv{dns: srv, key: key, v: testVerifier(dnstest.NewResolver(t, dnsresolver.Config{Server: srv.Addr, Timeout: time.Second}))}
 }
 
 // testVerifier builds a Verifier on r that re-panics; edit sets the rest of
@@ -277,7 +277,7 @@ func TestGarbageRecordsArePermErrors(t *testing.T) {
 	srv.AddTXT("sel._domainkey.garbage.example", "v=DKIM1; k=rsa; p=!!!not-base64!!!")
 	srv.AddTXT("garbage.example", "v=spf1 ip4:999.1.1.1 frobnicate -all")
 	srv.AddTXT("_dmarc.garbage.example", "v=DMARC1; p=whenever; adkim=x")
-	v := testVerifier(dnsresolver.New(srv.Addr, time.Second))
+	v := testVerifier(dnstest.NewResolver(t, dnsresolver.Config{Server: srv.Addr, Timeout: time.Second}))
 
 	key, _ := rsa.GenerateKey(rand.Reader, 2048)
 	raw := dkimSign(t, testMessage("alice@garbage.example", "x"), "garbage.example", "sel", key)
@@ -314,7 +314,7 @@ func TestSPFLookupLimits(t *testing.T) {
 	// A redirect to a record that passes, and qualifiers.
 	srv.AddTXT("redir.example", "v=spf1 redirect=target.example")
 	srv.AddTXT("target.example", "v=spf1 ip6:2001:db8::/32 ~all")
-	v := testVerifier(dnsresolver.New(srv.Addr, time.Second))
+	v := testVerifier(dnstest.NewResolver(t, dnsresolver.Config{Server: srv.Addr, Timeout: time.Second}))
 
 	cases := []struct {
 		sender, ip string
@@ -334,7 +334,7 @@ func TestSPFLookupLimits(t *testing.T) {
 }
 
 func TestDNSTimeoutGivesTempErrorInTime(t *testing.T) {
-	v := testVerifier(dnsresolver.New(dnstest.Blackhole(t), 300*time.Millisecond))
+	v := testVerifier(dnstest.NewResolver(t, dnsresolver.Config{Server: dnstest.Blackhole(t), Timeout: 300 * time.Millisecond}))
 	key, _ := rsa.GenerateKey(rand.Reader, 2048)
 	raw := dkimSign(t, testMessage("alice@example.org", "x"), "example.org", "sel", key)
 	start := time.Now()
@@ -356,7 +356,7 @@ func TestDNSTimeoutGivesTempErrorInTime(t *testing.T) {
 }
 
 func TestOverallTimeoutBoundsVerification(t *testing.T) {
-	v := testVerifier(dnsresolver.New(dnstest.Blackhole(t), 10*time.Second), func(c *Config) { c.Timeout = 300 * time.Millisecond })
+	v := testVerifier(dnstest.NewResolver(t, dnsresolver.Config{Server: dnstest.Blackhole(t), Timeout: 10 * time.Second}), func(c *Config) { c.Timeout = 300 * time.Millisecond })
 	start := time.Now()
 	f := verifyOK(t, v, Input{Raw: testMessage("alice@example.org", "x"), MailFrom: "alice@example.org", ClientIP: "192.0.2.10"})
 	if d := time.Since(start); d > 3*time.Second {

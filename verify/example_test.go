@@ -13,8 +13,16 @@ import (
 // How ingest wires the verifier: one Verifier for the process, one Verify
 // per message, its facts applied to the Privacy Index features.
 func ExampleVerifier() {
+	dns, err := dnsresolver.New(dnsresolver.Config{
+		Server:    "127.0.0.1:53",
+		Timeout:   3 * time.Second,
+		CacheSize: dnsresolver.DefaultCacheSize,
+	})
+	if err != nil {
+		return // no server configured
+	}
 	v, err := verify.New(verify.Config{
-		Resolver:          dnsresolver.New("127.0.0.1:53", 3*time.Second),
+		Resolver:          dns,
 		Logger:            slog.Default(),
 		TrustSpamHeaders:  true, // our own rspamd/SpamAssassin runs before the milter
 		TrustedARCSealers: []string{"lists.example.net"},

@@ -157,6 +157,9 @@ type DKIMFacts struct {
 	Signatures []DKIMSignature `json:"signatures,omitempty"`
 	// Skipped counts signatures beyond the cap, not verified.
 	Skipped int `json:"skipped,omitempty"`
+	// Pending: the check could not complete (Result temperror); it is to be
+	// retried, and scores as unknown, never as failed, meanwhile.
+	Pending bool `json:"pending,omitempty"`
 }
 
 // DKIMSignature is one DKIM-Signature's outcome.
@@ -177,6 +180,7 @@ type SPFFacts struct {
 	// Aligned: Result is pass and Domain aligns with the From domain.
 	Aligned bool   `json:"aligned"`
 	Error   string `json:"error,omitempty"`
+	Pending bool   `json:"pending,omitempty"` // as DKIMFacts.Pending
 }
 
 // DMARCFacts is the DMARC evaluation.
@@ -187,10 +191,14 @@ type DMARCFacts struct {
 	Result privacyindex.AuthResult `json:"result"`
 	// Domain is where the record was found (From domain or its organisational domain).
 	Domain string `json:"domain,omitempty"`
+	// Policy is what that record asks for mail from the From domain: p=, or
+	// sp= when found at the organisational domain of a subdomain From
+	// ("none", "quarantine", "reject"); "" when no record could be read.
 	Policy string `json:"policy,omitempty"`
 	// Via is "dkim" or "spf": the aligned pass that made DMARC pass (dkim preferred).
-	Via   string `json:"via,omitempty"`
-	Error string `json:"error,omitempty"`
+	Via     string `json:"via,omitempty"`
+	Error   string `json:"error,omitempty"`
+	Pending bool   `json:"pending,omitempty"` // as DKIMFacts.Pending
 }
 
 // ARCFacts describes the ARC chain (RFC 8617) and its validation.
@@ -212,6 +220,7 @@ type ARCFacts struct {
 	// Trusted: the chain validates and its newest sealer is trusted.
 	Trusted bool   `json:"trusted"`
 	Error   string `json:"error,omitempty"`
+	Pending bool   `json:"pending,omitempty"` // as DKIMFacts.Pending
 }
 
 // SpamFacts is the verdict of a trusted spam filter.
@@ -342,6 +351,7 @@ func (v *Verifier) Verify(ctx context.Context, in Input) (Facts, error) {
 	f.DKIM.align(f.FromDomain, rec.strictDKIM())
 	f.SPF.align(f.FromDomain, rec.strictSPF())
 	f.DMARC = evaluateDMARC(rec, f.FromDomain, f.DKIM, f.SPF)
+	f.markPending()
 
 	if err := ctx.Err(); err != nil {
 		return Facts{}, fmt.Errorf("verify: %w", err)
@@ -352,6 +362,24 @@ func (v *Verifier) Verify(ctx context.Context, in Input) (Facts, error) {
 		"dmarc", f.DMARC.Result, "arc_sealed", f.ARC.Sealed,
 		"encryption", f.PGP.Encryption, "signature", f.PGP.Signature)
 	return f, nil
+}
+
+// markPending flags the checks that could not complete. temperror is the
+// only such outcome: every DNS time-out, SERVFAIL, missing resolver and the
+// Timeout of the whole verification end there (see dnsresolver).
+func (f *Facts) markPending() {
+	f.DKIM.Pending = f.DKIM.Result == privacyindex.AuthTempError
+	f.SPF.Pending = f.SPF.Result == privacyindex.AuthTempError
+	f.DMARC.Pending = f.DMARC.Result == privacyindex.AuthTempError
+	f.ARC.Pending = f.ARC.Result == privacyindex.AuthTempError
+}
+
+// Pending names the checks that could not complete and are to be retried
+// (privacyindex.CheckDKIM, …), in the order the PI lists them.
+func (f Facts) Pending() []string {
+	var m privacyindex.MessageFeatures
+	f.Apply(&m)
+	return m.Pending()
 }
 
 // OpenPGP runs only the OpenPGP analysis. A message delivered to several
@@ -419,8 +447,11 @@ func (f Facts) Apply(m *privacyindex.MessageFeatures) {
 	m.SPF = f.SPF.Result
 	m.SPFAligned = f.SPF.Aligned
 	m.DMARC = f.DMARC.Result
+	m.DMARCPolicy = f.DMARC.Policy
 	m.ARC = f.ARC.Result
-	m.ARCTrusted = f.ARC.Trusted
+	// A trusted sealer's chain that could not be checked yet may still
+	// explain a DMARC failure: the model must know the sealer is trusted.
+	m.ARCTrusted = f.ARC.Trusted || (f.ARC.Pending && f.ARC.TrustedSealer)
 	m.ARCSealed = f.ARC.Sealed
 
 	m.Encryption = f.PGP.Encryption

@@ -20,6 +20,7 @@ import (
 	"syscall"
 
 	"github.com/caliopen/caliopen/internal/config"
+	"github.com/caliopen/caliopen/verify"
 )
 
 // version is set at build time with -ldflags "-X main.version=…".
@@ -45,7 +46,7 @@ Set-up and administration:
   address add|list|remove  a user's mailbox addresses
   alias add|list|remove    aliases and catch-alls (@domain), with several targets
   deliver RECIPIENT...     store one message read on stdin (Postfix pipe transport)
-  recompute [LOGIN...]     re-score stored messages with the current Privacy Index model
+  recompute [LOGIN...]     re-run pending checks, re-score stored messages with the current Privacy Index model
   compact                  rewrite the embedded store file without deleted data (server stopped)
   config                   print the effective configuration keys and values
   version
@@ -87,6 +88,8 @@ type app struct {
 	stdin  io.Reader
 	stdout io.Writer
 	stderr io.Writer
+	// vfy is the process's one verifier (and DNS cache), built on first use.
+	vfy *verify.Verifier
 }
 
 // exitError carries a process exit status (sysexits for deliver).

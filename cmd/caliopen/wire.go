@@ -40,6 +40,33 @@ func (a *app) dnsServer() string {
 	return net.JoinHostPort(cc.Servers[0], cc.Port)
 }
 
+// verifier is the configured verification: DNS through the configured
+// resolver (cached), within verify.budget per message.
+func (a *app) verifier() (*verify.Verifier, error) {
+	// One verifier, so one DNS cache, for ingest and the retry queue.
+	if a.vfy != nil {
+		return a.vfy, nil
+	}
+	dnsr, err := dnsresolver.New(dnsresolver.Config{
+		Server:    a.dnsServer(),
+		Timeout:   time.Duration(a.cfg.DNS.Timeout),
+		CacheSize: a.cfg.DNS.CacheSize,
+	})
+	if err != nil {
+		return nil, err
+	}
+	a.vfy, err = verify.New(verify.Config{
+		Resolver:          dnsr,
+		Logger:            a.log,
+		TrustSpamHeaders:  a.cfg.Verify.TrustSpamHeaders,
+		TrustedARCSealers: a.cfg.Verify.TrustedARCSealers,
+		// Inside the milter's 45 s: a slow DNS delays facts (pending), never
+		// the sender.
+		Timeout: time.Duration(a.cfg.Verify.Budget),
+	})
+	return a.vfy, err
+}
+
 // ingester builds the one inbound path with verification wired in.
 func (a *app) ingester(st store.Store) (*ingest.Ingester, error) {
 	r, err := a.resolver(st)
@@ -50,14 +77,7 @@ func (a *app) ingester(st store.Store) (*ingest.Ingester, error) {
 	if err != nil {
 		return nil, err
 	}
-	v, err := verify.New(verify.Config{
-		Resolver:          dnsresolver.New(a.dnsServer(), time.Duration(a.cfg.DNS.Timeout)),
-		Logger:            a.log,
-		TrustSpamHeaders:  a.cfg.Verify.TrustSpamHeaders,
-		TrustedARCSealers: a.cfg.Verify.TrustedARCSealers,
-		// Inside the milter's 45 s: a slow DNS delays facts, never the sender.
-		Timeout: 20 * time.Second,
-	})
+	v, err := a.verifier()
 	if err != nil {
 		return nil, err
 	}
@@ -68,23 +88,55 @@ func (a *app) ingester(st store.Store) (*ingest.Ingester, error) {
 	return ingest.New(ingest.Config{Store: st, Resolver: r, Quota: q, Verifier: kt, Logger: a.log})
 }
 
-// notifying publishes a "message.new" event for each message ingest created,
-// so API clients of the same process learn of new mail at once.
-type notifying struct {
-	*ingest.Ingester
-	hub *api.Hub
+// observing calls each with every delivery of a successful Ingest: the
+// milter's way to tell API clients and the re-verification queue.
+type observing struct {
+	milter.Ingester
+	each func(ingest.Delivery)
 }
 
-func (n notifying) Ingest(ctx context.Context, env ingest.Envelope, raw []byte) (ingest.Result, error) {
-	res, err := n.Ingester.Ingest(ctx, env, raw)
+func (o observing) Ingest(ctx context.Context, env ingest.Envelope, raw []byte) (ingest.Result, error) {
+	res, err := o.Ingester.Ingest(ctx, env, raw)
 	if err == nil {
 		for _, d := range res.Deliveries {
-			if d.Created {
-				n.hub.Publish(d.UserID, api.Event{Type: "message.new", MessageID: d.MessageID, ConversationID: d.ConversationID, At: time.Now().UTC()})
-			}
+			o.each(d)
 		}
 	}
 	return res, err
+}
+
+// notifying publishes a "message.new" event for each message ingest created,
+// so API clients of the same process learn of new mail at once.
+func notifying(ing milter.Ingester, hub *api.Hub) milter.Ingester {
+	return observing{ing, func(d ingest.Delivery) {
+		if d.Created {
+			hub.Publish(d.UserID, api.Event{Type: "message.new", MessageID: d.MessageID, ConversationID: d.ConversationID, At: time.Now().UTC()})
+		}
+	}}
+}
+
+// retrying starts the re-verification queue (verify.retry_interval) and
+// returns ing feeding it the deliveries stored with pending checks; ing
+// itself when retries are off.
+func (a *app) retrying(rt *runtime, ing milter.Ingester) (milter.Ingester, error) {
+	if a.cfg.Verify.RetryInterval == 0 {
+		return ing, nil
+	}
+	v, err := a.verifier()
+	if err != nil {
+		return nil, err
+	}
+	q, err := keytrust.NewQueue(keytrust.QueueConfig{Store: rt.store, Verifier: v,
+		Log: a.log.With("role", "reverify"), Interval: time.Duration(a.cfg.Verify.RetryInterval)})
+	if err != nil {
+		return nil, err
+	}
+	rt.group.Go(func() error { return q.Run(rt.ctx) })
+	return observing{ing, func(d ingest.Delivery) {
+		if d.Pending {
+			q.Add(d.UserID, d.MessageID)
+		}
+	}}, nil
 }
 
 func (a *app) startMilter(rt *runtime, ing milter.Ingester) error {
@@ -171,9 +223,13 @@ func (a *app) serve(ctx context.Context, _ []string) error {
 	if err != nil {
 		return err
 	}
+	inbound, err := a.retrying(rt, notifying(ing, hub))
+	if err != nil {
+		return err
+	}
 	for _, start := range []func() error{
 		func() error { return a.startLookupd(rt) },
-		func() error { return a.startMilter(rt, notifying{ing, hub}) },
+		func() error { return a.startMilter(rt, inbound) },
 		func() error { return a.startAPI(rt, ing, hub) },
 	} {
 		if err := start(); err != nil {
@@ -192,10 +248,14 @@ func (a *app) milterRole(ctx context.Context, _ []string) error {
 	}
 	defer done()
 	ing, err := a.ingester(rt.store)
-	if err != nil {
-		return err
+	var inbound milter.Ingester
+	if err == nil {
+		inbound, err = a.retrying(rt, ing)
 	}
-	if err := a.startMilter(rt, ing); err != nil {
+	if err == nil {
+		err = a.startMilter(rt, inbound)
+	}
+	if err != nil {
 		rt.group.Go(func() error { return err })
 	}
 	return a.wait(rt)
@@ -224,10 +284,10 @@ func (a *app) apiRole(ctx context.Context, _ []string) error {
 	// Events reach only clients of this process: new mail stored by a
 	// separate milter process is seen on the next list request.
 	ing, err := a.ingester(rt.store)
-	if err != nil {
-		return err
+	if err == nil {
+		err = a.startAPI(rt, ing, api.NewHub())
 	}
-	if err := a.startAPI(rt, ing, api.NewHub()); err != nil {
+	if err != nil {
 		rt.group.Go(func() error { return err })
 	}
 	return a.wait(rt)
@@ -303,9 +363,14 @@ func (a *app) deliver(ctx context.Context, args []string) (err error) {
 	return nil
 }
 
-// recompute re-scores stored messages with the current Privacy Index model,
-// for every user or the ones named.
+// recompute re-runs the checks that were pending when messages were
+// delivered (DNS down, verify.budget spent), then re-scores stored messages
+// with the current Privacy Index model, for every user or the ones named.
 func (a *app) recompute(ctx context.Context, args []string) error {
+	v, err := a.verifier()
+	if err != nil {
+		return err
+	}
 	return a.withStore(ctx, func(st store.Store) error {
 		var users []store.User
 		if len(args) == 0 {
@@ -323,11 +388,16 @@ func (a *app) recompute(ctx context.Context, args []string) error {
 			users = append(users, u)
 		}
 		for _, u := range users {
+			rv, err := keytrust.Reverify(ctx, st, v, u.ID)
+			if err != nil {
+				return fmt.Errorf("user %s: %w", u.Name, err)
+			}
 			stats, err := ingest.Recompute(ctx, st, u.ID)
 			if err != nil {
 				return fmt.Errorf("user %s: %w", u.Name, err)
 			}
-			fmt.Fprintf(a.stdout, "%s: %d messages, %d re-scored\n", u.Name, stats.Messages, stats.Changed)
+			fmt.Fprintf(a.stdout, "%s: %d messages, %d re-scored; %d with pending checks, %d completed\n",
+				u.Name, stats.Messages, stats.Changed, rv.Pending, rv.Completed)
 		}
 		return nil
 	})

@@ -81,13 +81,20 @@ type Submission struct {
 }
 
 type DNS struct {
-	Server  string   `toml:"server"` // host:port of a resolver for DKIM, SPF, DMARC; "" = /etc/resolv.conf
-	Timeout Duration `toml:"timeout"`
+	Server    string   `toml:"server"` // host:port of a resolver for DKIM, SPF, DMARC; "" = /etc/resolv.conf
+	Timeout   Duration `toml:"timeout"`
+	CacheSize int      `toml:"cache_size"` // answers kept for their TTL; 0 = no cache
 }
 
 type Verify struct {
 	TrustSpamHeaders  bool     `toml:"trust_spam_headers"`
 	TrustedARCSealers []string `toml:"trusted_arc_sealers"`
+	// Budget bounds one message's DNS checks inside the milter's time:
+	// checks still running then are stored as pending and retried later.
+	Budget Duration `toml:"budget"`
+	// RetryInterval is how often the milter re-runs pending checks; 0 = never
+	// (caliopen recompute still does).
+	RetryInterval Duration `toml:"retry_interval"`
 }
 
 type Operator struct {
@@ -120,7 +127,8 @@ func Default() Config {
 			MaxBody:    25 << 20,
 			Submission: Submission{Address: "127.0.0.1:25"},
 		},
-		DNS:      DNS{Timeout: Duration(3 * time.Second)},
+		DNS:      DNS{Timeout: Duration(3 * time.Second), CacheSize: 10000},
+		Verify:   Verify{Budget: Duration(5 * time.Second), RetryInterval: Duration(5 * time.Minute)},
 		Operator: Operator{Listen: "127.0.0.1:9465"},
 	}
 }
@@ -249,6 +257,19 @@ func (c Config) Validate() error {
 	}
 	if c.Milter.MaxMessageSize <= 0 {
 		bad("milter.max_message_size", "must be positive")
+	}
+	if c.DNS.Timeout < 0 {
+		bad("dns.timeout", "must not be negative")
+	}
+	// The milter gives ingest 45 s in all; storing needs its share.
+	if c.Verify.Budget <= 0 || c.Verify.Budget > Duration(30*time.Second) {
+		bad("verify.budget", "must be positive and at most 30s (the milter answers within 45s), not %v", time.Duration(c.Verify.Budget))
+	}
+	if c.Verify.RetryInterval < 0 {
+		bad("verify.retry_interval", "must not be negative (0 turns automatic retries off)")
+	}
+	if c.DNS.CacheSize < 0 {
+		bad("dns.cache_size", "must not be negative (0 turns the cache off)")
 	}
 	if c.API.TokenTTL <= 0 {
 		bad("api.token_ttl", "must be positive")

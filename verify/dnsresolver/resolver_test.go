@@ -25,7 +25,7 @@ func TestLookups(t *testing.T) {
 		`mx1.example.org. 300 IN AAAA 2001:db8::1`,
 		`1.2.0.192.in-addr.arpa. 300 IN PTR mx1.example.org.`,
 	)
-	r := dnsresolver.New(srv.Addr, time.Second)
+	r := dnstest.NewResolver(t, dnsresolver.Config{Server: srv.Addr, Timeout: time.Second})
 	ctx := t.Context()
 
 	txt, err := r.LookupTXT(ctx, "sel._domainkey.example.org")
@@ -65,7 +65,7 @@ func TestLookups(t *testing.T) {
 
 func TestNXDOMAINIsNotFound(t *testing.T) {
 	srv := dnstest.Start(t)
-	r := dnsresolver.New(srv.Addr, time.Second)
+	r := dnstest.NewResolver(t, dnsresolver.Config{Server: srv.Addr, Timeout: time.Second})
 	_, err := r.LookupTXT(t.Context(), "nothing.example.org")
 	var de *net.DNSError
 	if !errors.As(err, &de) || !de.IsNotFound || de.Temporary() {
@@ -78,7 +78,7 @@ func TestNXDOMAINIsNotFound(t *testing.T) {
 }
 
 func TestTimeoutIsTemporaryAndBounded(t *testing.T) {
-	r := dnsresolver.New(dnstest.Blackhole(t), 200*time.Millisecond)
+	r := dnstest.NewResolver(t, dnsresolver.Config{Server: dnstest.Blackhole(t), Timeout: 200 * time.Millisecond})
 	start := time.Now()
 	_, err := r.LookupTXT(t.Context(), "example.org")
 	elapsed := time.Since(start)
@@ -92,7 +92,7 @@ func TestTimeoutIsTemporaryAndBounded(t *testing.T) {
 }
 
 func TestContextCancelStopsLookup(t *testing.T) {
-	r := dnsresolver.New(dnstest.Blackhole(t), 10*time.Second)
+	r := dnstest.NewResolver(t, dnsresolver.Config{Server: dnstest.Blackhole(t), Timeout: 10 * time.Second})
 	ctx, cancel := context.WithTimeout(t.Context(), 100*time.Millisecond)
 	defer cancel()
 	start := time.Now()
@@ -112,7 +112,7 @@ func TestTruncatedAnswerRetriesOverTCP(t *testing.T) {
 	for i := range 20 {
 		srv.AddTXT("big.example.org", fmt.Sprintf("%02d%s", i, strings.Repeat("x", 198)))
 	}
-	r := dnsresolver.New(srv.Addr, time.Second)
+	r := dnstest.NewResolver(t, dnsresolver.Config{Server: srv.Addr, Timeout: time.Second})
 	txt, err := r.LookupTXT(t.Context(), "big.example.org")
 	if err != nil || len(txt) != 20 {
 		t.Fatalf("LookupTXT = %d records, %v; want 20", len(txt), err)
@@ -121,7 +121,7 @@ func TestTruncatedAnswerRetriesOverTCP(t *testing.T) {
 
 func TestInvalidNameIsNotFound(t *testing.T) {
 	srv := dnstest.Start(t)
-	r := dnsresolver.New(srv.Addr, time.Second)
+	r := dnstest.NewResolver(t, dnsresolver.Config{Server: srv.Addr, Timeout: time.Second})
 	_, err := r.LookupTXT(t.Context(), strings.Repeat("a", 70)+".example.org")
 	de, ok := err.(*net.DNSError)
 	if !ok || !de.IsNotFound {

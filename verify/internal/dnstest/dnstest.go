@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/caliopen/caliopen/verify/dnsresolver"
 )
 
 // Server is a running authoritative server. Records may be added while it runs.
@@ -21,12 +23,21 @@ type Server struct {
 	mu      sync.Mutex
 	records map[string][]dns.RR // by lowercased FQDN
 	queries int
+	asked   map[question]int
+	delay   time.Duration
+	drop    bool
+	rcode   int // forced response code, when not RcodeSuccess
+}
+
+type question struct {
+	name  string
+	qtype uint16
 }
 
 // Start starts a server and stops it when the test ends.
 func Start(t testing.TB) *Server {
 	t.Helper()
-	s := &Server{records: make(map[string][]dns.RR)}
+	s := &Server{records: make(map[string][]dns.RR), asked: make(map[question]int)}
 
 	// Bind UDP on a random port, then TCP on the same port; retry if the
 	// TCP port happens to be taken.
@@ -106,31 +117,82 @@ func (s *Server) AddRR(rr dns.RR) {
 	s.records[name] = append(s.records[name], rr)
 }
 
-// Queries returns how many queries the server answered.
+// Queries returns how many queries the server received.
 func (s *Server) Queries() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.queries
 }
 
+// Asked returns how many queries for name (any case, with or without the
+// final dot) and qtype (dns.TypeTXT, …) the server received.
+func (s *Server) Asked(name string, qtype uint16) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.asked[question{strings.ToLower(dns.Fqdn(name)), qtype}]
+}
+
+// SetDelay makes the server wait d before each answer, as an overloaded
+// resolver does.
+func (s *Server) SetDelay(d time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.delay = d
+}
+
+// SetDrop makes the server read queries and never answer them (on), as a
+// resolver dropping queries above its rate limit does, or answer again (off).
+func (s *Server) SetDrop(on bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.drop = on
+}
+
+// SetRcode makes every answer carry rcode (dns.RcodeServerFailure, …) and no
+// records; dns.RcodeSuccess answers normally again.
+func (s *Server) SetRcode(rcode int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.rcode = rcode
+}
+
 // ServeDNS answers authoritatively: the records of the asked type, NODATA
-// when the name exists with other types only, NXDOMAIN otherwise.
+// when the name exists with other types only, NXDOMAIN otherwise. A
+// negative answer carries the SOA of the closest enclosing zone that has one
+// (added with Add), as RFC 2308 §3 requires for it to be cached.
 func (s *Server) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 	m := new(dns.Msg)
 	m.SetReply(req)
 	m.Authoritative = true
 	if len(req.Question) == 1 {
 		q := req.Question[0]
+		name := strings.ToLower(q.Name)
 		s.mu.Lock()
 		s.queries++
-		rrs, ok := s.records[strings.ToLower(q.Name)]
+		s.asked[question{name, q.Qtype}]++
+		delay, drop, rcode := s.delay, s.drop, s.rcode
+		rrs, ok := s.records[name]
 		for _, rr := range rrs {
 			if rr.Header().Rrtype == q.Qtype {
 				m.Answer = append(m.Answer, dns.Copy(rr))
 			}
 		}
+		if len(m.Answer) == 0 {
+			if soa := s.soaFor(name); soa != nil {
+				m.Ns = append(m.Ns, dns.Copy(soa))
+			}
+		}
 		s.mu.Unlock()
-		if !ok {
+		if drop {
+			return
+		}
+		if delay > 0 {
+			time.Sleep(delay)
+		}
+		switch {
+		case rcode != dns.RcodeSuccess:
+			m.Rcode, m.Answer, m.Ns = rcode, nil, nil
+		case !ok:
 			m.Rcode = dns.RcodeNameError
 		}
 	} else {
@@ -147,6 +209,19 @@ func (s *Server) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 		m.Truncate(size)
 	}
 	_ = w.WriteMsg(m)
+}
+
+// soaFor returns the SOA of name's closest enclosing zone, nil when none.
+// s.mu must be held.
+func (s *Server) soaFor(name string) dns.RR {
+	for off, end := 0, false; !end; off, end = dns.NextLabel(name, off) {
+		for _, rr := range s.records[name[off:]] {
+			if rr.Header().Rrtype == dns.TypeSOA {
+				return rr
+			}
+		}
+	}
+	return nil
 }
 
 // Blackhole returns the address of a UDP socket that reads queries and never
@@ -167,4 +242,15 @@ func Blackhole(t testing.TB) string {
 	}()
 	t.Cleanup(func() { pc.Close() })
 	return pc.LocalAddr().String()
+}
+
+// NewResolver returns a dnsresolver.Resolver for cfg (Server: a Server's
+// Addr, or Blackhole's), failing the test when cfg is refused.
+func NewResolver(t testing.TB, cfg dnsresolver.Config) *dnsresolver.Resolver {
+	t.Helper()
+	r, err := dnsresolver.New(cfg)
+	if err != nil {
+		t.Fatalf("dnstest: %v", err)
+	}
+	return r
 }
