@@ -19,7 +19,7 @@ type loginAnswer struct {
 }
 
 func TestLoginLogoutExpiry(t *testing.T) {
-	h := newHarness(t, func(c *Config, _ *Deps) { c.TokenTTL = time.Hour })
+	h := newHarness(t, func(c *Config) { c.TokenTTL = time.Hour })
 
 	rec := h.do(http.MethodPost, "/api/v1/login", "", map[string]string{"username": strings.ToUpper(h.alice.Name[:1]) + h.alice.Name[1:], "password": h.alice.Password})
 	la := decode[loginAnswer](t, rec, http.StatusOK)
@@ -66,7 +66,7 @@ func TestLoginLogoutExpiry(t *testing.T) {
 }
 
 func TestLoginRateLimit(t *testing.T) {
-	h := newHarness(t, func(c *Config, _ *Deps) {
+	h := newHarness(t, func(c *Config) {
 		c.LoginUserBurst, c.LoginUserInterval = 2, time.Minute
 		c.LoginAddrBurst, c.LoginAddrInterval = 4, time.Minute
 	})
@@ -168,9 +168,9 @@ func (s *syncBuffer) String() string {
 func TestSecretsNotLogged(t *testing.T) {
 	logs := &syncBuffer{}
 	relayAddr := startRelay(t, &relay{}, nil)
-	h := newHarness(t, func(c *Config, d *Deps) {
-		d.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-		d.Sender = NewSMTPSender(SMTPConfig{Addr: relayAddr, Username: "api", Password: "relay-secret-pw"})
+	h := newHarness(t, func(c *Config) {
+		c.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+		c.Sender = smtpSender(t, SMTPConfig{Addr: relayAddr, Username: "api", Password: "relay-secret-pw"})
 	})
 	h.do(http.MethodPost, "/api/v1/login", "", map[string]string{"username": h.alice.Name, "password": "wrong-secret-pw"})
 	la := decode[loginAnswer](t, h.do(http.MethodPost, "/api/v1/login", "", map[string]string{"username": h.alice.Name, "password": h.alice.Password}), http.StatusOK)

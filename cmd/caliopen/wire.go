@@ -61,7 +61,7 @@ func (a *app) ingester(st store.Store) *ingest.Ingester {
 				TrustSpamHeaders:  a.cfg.Verify.TrustSpamHeaders,
 				TrustedARCSealers: a.cfg.Verify.TrustedARCSealers,
 				// Inside the milter's 45 s: a slow DNS delays facts, never the sender.
-				Timeout: 20 * time.Second,
+				Timeout: time.Duration(a.cfg.Verify.Timeout),
 			},
 			Store: st,
 			Log:   a.log,
@@ -135,22 +135,53 @@ func (a *app) startAPI(rt *runtime, ing *ingest.Ingester, hub *api.Hub) error {
 	if err != nil {
 		return err
 	}
-	sub := a.cfg.API.Submission
-	// starttls = true: required and verified; false: plain, for a loopback relay.
-	smtp := api.SMTPConfig{Addr: sub.Address, Username: sub.Username, Password: sub.Password, RequireTLS: sub.StartTLS, NoTLS: !sub.StartTLS}
-	srv := api.NewServer(api.Config{
-		TokenTTL:  time.Duration(a.cfg.API.TokenTTL),
-		BodyLimit: fmt.Sprintf("%dB", a.cfg.API.MaxBody),
-	}, api.Deps{
-		Store:  rt.store,
-		Logger: a.log.With("role", "api"),
-		Sender: api.NewSMTPSender(smtp),
-		Sent:   ing,
-		Hub:    hub,
-	})
+	var srv *api.Server
+	cfg, err := a.apiConfig(rt.store, ing, hub)
+	if err == nil {
+		srv, err = api.New(cfg)
+	}
+	if err != nil {
+		ln.Close()
+		return err
+	}
 	logAttrsListen(a.log, "api", ln)
 	serveHTTP(rt, "api", ln, srv.Echo())
 	return nil
+}
+
+// apiConfig is the api section of the configuration, with the API's
+// collaborators.
+func (a *app) apiConfig(st store.Store, sent api.SentStorer, hub *api.Hub) (api.Config, error) {
+	c := a.cfg.API
+	sub := c.Submission
+	// starttls = true: required and verified; false: plain, for a loopback relay.
+	sender, err := api.NewSMTPSender(api.SMTPConfig{Addr: sub.Address, LocalName: sub.HeloName,
+		Username: sub.Username, Password: sub.Password, RequireTLS: sub.StartTLS, NoTLS: !sub.StartTLS,
+		Timeout: time.Duration(sub.Timeout)})
+	if err != nil {
+		return api.Config{}, fmt.Errorf("api.submission: %w", err)
+	}
+	return api.Config{
+		Store:                 st,
+		Logger:                a.log.With("role", "api"),
+		Sender:                sender,
+		Sent:                  sent,
+		Hub:                   hub,
+		TokenTTL:              time.Duration(c.TokenTTL),
+		TokenIdle:             time.Duration(c.TokenIdle),
+		MaxBody:               int64(c.MaxBody),
+		OutboundAuthenticated: c.OutboundAuthenticated,
+		LoginUserBurst:        c.Login.UserBurst,
+		LoginUserInterval:     time.Duration(c.Login.UserInterval),
+		LoginAddrBurst:        c.Login.AddrBurst,
+		LoginAddrInterval:     time.Duration(c.Login.AddrInterval),
+		MaxConcurrentLogins:   c.Login.MaxConcurrent,
+		SendBurst:             c.Send.Burst,
+		SendInterval:          time.Duration(c.Send.Interval),
+		Heartbeat:             time.Duration(c.Events.Heartbeat),
+		MaxStreamsPerUser:     c.Events.MaxStreamsPerUser,
+		MaxStreams:            c.Events.MaxStreams,
+	}, nil
 }
 
 func (a *app) serve(ctx context.Context, args []string) error {

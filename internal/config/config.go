@@ -64,17 +64,45 @@ type Lookupd struct {
 }
 
 type API struct {
-	Listen     string     `toml:"listen"`
-	TokenTTL   Duration   `toml:"token_ttl"`
-	MaxBody    Size       `toml:"max_body"`
-	Submission Submission `toml:"submission"`
+	Listen                string     `toml:"listen"`
+	TokenTTL              Duration   `toml:"token_ttl"`
+	TokenIdle             Duration   `toml:"token_idle"`
+	MaxBody               Size       `toml:"max_body"`
+	OutboundAuthenticated bool       `toml:"outbound_authenticated"`
+	Login                 Login      `toml:"login"`
+	Send                  Send       `toml:"send"`
+	Events                Events     `toml:"events"`
+	Submission            Submission `toml:"submission"`
+}
+
+// Login limits failed logins per user name and per client address.
+type Login struct {
+	UserBurst     int      `toml:"user_burst"`
+	UserInterval  Duration `toml:"user_interval"`
+	AddrBurst     int      `toml:"addr_burst"`
+	AddrInterval  Duration `toml:"addr_interval"`
+	MaxConcurrent int      `toml:"max_concurrent"`
+}
+
+// Send limits sending per user, in envelope recipients.
+type Send struct {
+	Burst    int      `toml:"burst"`
+	Interval Duration `toml:"interval"`
+}
+
+type Events struct {
+	Heartbeat         Duration `toml:"heartbeat"`
+	MaxStreamsPerUser int      `toml:"max_streams_per_user"`
+	MaxStreams        int      `toml:"max_streams"`
 }
 
 type Submission struct {
-	Address  string `toml:"address"`
-	Username string `toml:"username"`
-	Password string `toml:"password"`
-	StartTLS bool   `toml:"starttls"`
+	Address  string   `toml:"address"`
+	Username string   `toml:"username"`
+	Password string   `toml:"password"`
+	StartTLS bool     `toml:"starttls"`
+	HeloName string   `toml:"helo_name"`
+	Timeout  Duration `toml:"timeout"`
 }
 
 type DNS struct {
@@ -83,6 +111,7 @@ type DNS struct {
 }
 
 type Verify struct {
+	Timeout           Duration `toml:"timeout"` // per message, for all its DNS-based checks
 	TrustSpamHeaders  bool     `toml:"trust_spam_headers"`
 	TrustedARCSealers []string `toml:"trusted_arc_sealers"`
 }
@@ -112,12 +141,18 @@ func Default() Config {
 		Milter:  Milter{Listen: "127.0.0.1:10027", MaxMessageSize: 50 << 20, DiscardStored: true},
 		Lookupd: Lookupd{Socketmap: "127.0.0.1:10026", RecipientDelimiter: "+"},
 		API: API{
-			Listen:     "127.0.0.1:8080",
-			TokenTTL:   Duration(30 * 24 * time.Hour),
-			MaxBody:    25 << 20,
-			Submission: Submission{Address: "127.0.0.1:25"},
+			Listen:    "127.0.0.1:8080",
+			TokenTTL:  Duration(30 * 24 * time.Hour),
+			TokenIdle: Duration(7 * 24 * time.Hour),
+			MaxBody:   25 << 20,
+			Login: Login{UserBurst: 5, UserInterval: Duration(time.Minute),
+				AddrBurst: 20, AddrInterval: Duration(10 * time.Second), MaxConcurrent: 4},
+			Send:       Send{Burst: 100, Interval: Duration(36 * time.Second)},
+			Events:     Events{Heartbeat: Duration(25 * time.Second), MaxStreamsPerUser: 10, MaxStreams: 10_000},
+			Submission: Submission{Address: "127.0.0.1:25", HeloName: "localhost", Timeout: Duration(time.Minute)},
 		},
 		DNS:      DNS{Timeout: Duration(3 * time.Second)},
+		Verify:   Verify{Timeout: Duration(20 * time.Second)},
 		Operator: Operator{Listen: "127.0.0.1:9465"},
 	}
 }
@@ -247,8 +282,30 @@ func (c Config) Validate() error {
 	if c.Milter.MaxMessageSize <= 0 {
 		bad("milter.max_message_size", "must be positive")
 	}
-	if c.API.TokenTTL <= 0 {
-		bad("api.token_ttl", "must be positive")
+	for key, d := range map[string]Duration{
+		"api.token_ttl": c.API.TokenTTL, "api.token_idle": c.API.TokenIdle,
+		"api.login.user_interval": c.API.Login.UserInterval, "api.login.addr_interval": c.API.Login.AddrInterval,
+		"api.send.interval": c.API.Send.Interval, "api.events.heartbeat": c.API.Events.Heartbeat,
+		"api.submission.timeout": c.API.Submission.Timeout, "verify.timeout": c.Verify.Timeout,
+	} {
+		if d <= 0 {
+			bad(key, "must be positive")
+		}
+	}
+	for key, n := range map[string]int{
+		"api.login.user_burst": c.API.Login.UserBurst, "api.login.addr_burst": c.API.Login.AddrBurst,
+		"api.login.max_concurrent": c.API.Login.MaxConcurrent, "api.send.burst": c.API.Send.Burst,
+		"api.events.max_streams_per_user": c.API.Events.MaxStreamsPerUser, "api.events.max_streams": c.API.Events.MaxStreams,
+	} {
+		if n <= 0 {
+			bad(key, "must be positive")
+		}
+	}
+	if c.API.MaxBody <= 0 {
+		bad("api.max_body", "must be positive")
+	}
+	if c.API.Submission.HeloName == "" {
+		bad("api.submission.helo_name", "must not be empty")
 	}
 	return errors.Join(errs...)
 }
@@ -325,6 +382,12 @@ func Set(c *Config, key, value string) error {
 	switch target.Kind() {
 	case reflect.String:
 		target.SetString(value)
+	case reflect.Int:
+		n, err := strconv.Atoi(strings.TrimSpace(value))
+		if err != nil {
+			return fmt.Errorf("%s: %q is not a whole number", key, value)
+		}
+		target.SetInt(int64(n))
 	case reflect.Bool:
 		b, err := strconv.ParseBool(value)
 		if err != nil {

@@ -90,6 +90,10 @@ func TestErrorsNameLineAndKey(t *testing.T) {
 		{sets: []string{"api.token_ttl=soon"}, want: `"soon" is not a duration`},
 		{sets: []string{"store.cassandra.password=hunter2"}, want: "not on the command line"},
 		{sets: []string{"lookupd.tcp_table=127.0.0.1:1=users"}, want: `unknown map "users"`},
+		{sets: []string{"api.login.user_burst=0"}, want: "api.login.user_burst: must be positive"},
+		{sets: []string{"api.send.burst=many"}, want: `api.send.burst: "many" is not a whole number`},
+		{file: "[api.events]\nmax_streams = -1\n", want: "api.events.max_streams: must be positive"},
+		{sets: []string{"verify.timeout=0s"}, want: "verify.timeout: must be positive"},
 	}
 	for _, tc := range cases {
 		path := ""
