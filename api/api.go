@@ -10,6 +10,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"strings"
 	"time"
@@ -60,6 +61,10 @@ type Config struct {
 	// MaxConcurrentLogins bounds simultaneous password verifications, each
 	// of which costs 64 MiB of Argon2id memory (default 4).
 	MaxConcurrentLogins int
+	// TrustedProxies are the reverse proxies in front of the API: only
+	// from them is X-Forwarded-For believed (see clientIP). Empty: the
+	// TCP peer is the client.
+	TrustedProxies []netip.Prefix
 
 	// SendBurst and SendInterval limit sending per user, counted in
 	// envelope recipients: a burst of SendBurst (default 100, at least the
@@ -165,6 +170,7 @@ type Server struct {
 
 	userLimiter *limiter
 	addrLimiter *limiter
+	netLimiter  *limiter // IPv6 /48s
 	sendLimiter *limiter
 	loginSlots  chan struct{}
 	dummyHash   func() string
@@ -191,6 +197,7 @@ func New(cfg Config) (*Server, error) {
 		domains:     cfg.Domains,
 		userLimiter: newLimiter(cfg.LoginUserBurst, cfg.LoginUserInterval, limiterSize),
 		addrLimiter: newLimiter(cfg.LoginAddrBurst, cfg.LoginAddrInterval, limiterSize),
+		netLimiter:  newNetLimiter(cfg),
 		sendLimiter: newLimiter(cfg.SendBurst, cfg.SendInterval, limiterSize),
 		loginSlots:  make(chan struct{}, cfg.MaxConcurrentLogins),
 		dummyHash:   newDummyHash(),
@@ -211,6 +218,7 @@ func (s *Server) routes() *echo.Echo {
 	e := echo.New()
 	e.HideBanner = true
 	e.HidePort = true
+	e.IPExtractor = s.clientIP
 	e.HTTPErrorHandler = s.handleError
 	e.Use(middleware.RecoverWithConfig(middleware.RecoverConfig{
 		DisableStackAll: true,

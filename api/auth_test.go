@@ -5,6 +5,7 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -131,16 +132,25 @@ func TestChangePassword(t *testing.T) {
 	}
 }
 
-func TestClientKey(t *testing.T) {
-	for in, want := range map[string]string{
-		"192.0.2.7":            "192.0.2.7",
-		"::ffff:192.0.2.7":     "192.0.2.7",
-		"2001:db8:1:2:3:4:5:6": "2001:db8:1:2::/64",
-		"2001:db8:1:2:ffff::1": "2001:db8:1:2::/64",
-		"not an address":       "not an address",
+func TestLoginKeys(t *testing.T) {
+	s, err := New(Config{Store: openStore(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for in, want := range map[string][]string{
+		"192.0.2.7":            {"192.0.2.7"},
+		"::ffff:192.0.2.7":     {"192.0.2.7"},
+		"2001:db8:1:2:3:4:5:6": {"2001:db8:1:2::/64", "2001:db8:1::/48"},
+		"2001:db8:1:2:ffff::1": {"2001:db8:1:2::/64", "2001:db8:1::/48"},
+		"not an address":       {"not an address"},
 	} {
-		if got := clientKey(in); got != want {
-			t.Errorf("clientKey(%q) = %q, want %q", in, got, want)
+		keys := s.loginKeys(in, "alice")
+		var got []string
+		for _, k := range keys[:len(keys)-1] {
+			got = append(got, k.key)
+		}
+		if !slices.Equal(got, want) || keys[len(keys)-1] != (limitKey{s.userLimiter, "alice"}) {
+			t.Errorf("loginKeys(%q) = %v, want %v and the user name", in, keys, want)
 		}
 	}
 }

@@ -145,7 +145,7 @@ func (a *app) startAPI(rt *runtime, ing *ingest.Ingester, hub *api.Hub) error {
 		return err
 	}
 	logAttrsListen(a.log, "api", ln)
-	serveHTTP(rt, "api", ln, srv.Echo())
+	serveHTTP(rt, "api", ln, srv.Echo(), a.apiTimeouts())
 	return nil
 }
 
@@ -161,6 +161,10 @@ func (a *app) apiConfig(st store.Store, sent api.SentStorer, hub *api.Hub) (api.
 	if err != nil {
 		return api.Config{}, fmt.Errorf("api.submission: %w", err)
 	}
+	proxies, err := c.Proxies()
+	if err != nil {
+		return api.Config{}, fmt.Errorf("api.trusted_proxies: %w", err)
+	}
 	return api.Config{
 		Store:                 st,
 		Logger:                a.log.With("role", "api"),
@@ -171,6 +175,7 @@ func (a *app) apiConfig(st store.Store, sent api.SentStorer, hub *api.Hub) (api.
 		TokenIdle:             time.Duration(c.TokenIdle),
 		MaxBody:               int64(c.MaxBody),
 		OutboundAuthenticated: c.OutboundAuthenticated,
+		TrustedProxies:        proxies,
 		LoginUserBurst:        c.Login.UserBurst,
 		LoginUserInterval:     time.Duration(c.Login.UserInterval),
 		LoginAddrBurst:        c.Login.AddrBurst,

@@ -2,6 +2,7 @@ package main
 
 import (
 	"log/slog"
+	"net/netip"
 	"reflect"
 	"testing"
 	"time"
@@ -19,6 +20,7 @@ func TestAPIConfigFromTOML(t *testing.T) {
 		"api.login.max_concurrent=2", "api.send.burst=150", "api.send.interval=1m",
 		"api.events.heartbeat=13s", "api.events.max_streams_per_user=3", "api.events.max_streams=40",
 		"api.submission.helo_name=mx.example.org", "api.submission.timeout=17s",
+		"api.trusted_proxies=10.0.0.0/8, 2001:db8::1",
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -34,6 +36,7 @@ func TestAPIConfigFromTOML(t *testing.T) {
 		LoginUserBurst: 7, LoginUserInterval: 2 * time.Minute, LoginAddrBurst: 9, LoginAddrInterval: 11 * time.Second,
 		MaxConcurrentLogins: 2, SendBurst: 150, SendInterval: time.Minute,
 		Heartbeat: 13 * time.Second, MaxStreamsPerUser: 3, MaxStreams: 40,
+		TrustedProxies: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("2001:db8::1/128")},
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("api.Config from the configuration:\n got %+v\nwant %+v", got, want)

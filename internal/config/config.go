@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -69,10 +70,34 @@ type API struct {
 	TokenIdle             Duration   `toml:"token_idle"`
 	MaxBody               Size       `toml:"max_body"`
 	OutboundAuthenticated bool       `toml:"outbound_authenticated"`
+	TrustedProxies        []string   `toml:"trusted_proxies"` // CIDRs or addresses
+	// HTTP time-outs of the API's server; the event stream is exempt from
+	// read, write and idle.
+	ReadHeaderTimeout Duration `toml:"read_header_timeout"`
+	ReadTimeout       Duration `toml:"read_timeout"`
+	WriteTimeout      Duration `toml:"write_timeout"`
+	IdleTimeout       Duration `toml:"idle_timeout"`
 	Login                 Login      `toml:"login"`
 	Send                  Send       `toml:"send"`
 	Events                Events     `toml:"events"`
 	Submission            Submission `toml:"submission"`
+}
+
+// Proxies parses api.trusted_proxies: CIDRs, or single addresses.
+func (a API) Proxies() ([]netip.Prefix, error) {
+	var ps []netip.Prefix
+	for _, s := range a.TrustedProxies {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			addr, aerr := netip.ParseAddr(s)
+			if aerr != nil {
+				return nil, fmt.Errorf("%q is not an address or a CIDR like 192.0.2.0/24", s)
+			}
+			p = netip.PrefixFrom(addr, addr.BitLen())
+		}
+		ps = append(ps, p.Masked())
+	}
+	return ps, nil
 }
 
 // Login limits failed logins per user name and per client address.
@@ -145,6 +170,12 @@ func Default() Config {
 			TokenTTL:  Duration(30 * 24 * time.Hour),
 			TokenIdle: Duration(7 * 24 * time.Hour),
 			MaxBody:   25 << 20,
+			// A 25 MB body must fit in read_timeout on a slow uplink, a
+			// large attachment in write_timeout on a slow downlink.
+			ReadHeaderTimeout: Duration(10 * time.Second),
+			ReadTimeout:       Duration(5 * time.Minute),
+			WriteTimeout:      Duration(5 * time.Minute),
+			IdleTimeout:       Duration(2 * time.Minute),
 			Login: Login{UserBurst: 5, UserInterval: Duration(time.Minute),
 				AddrBurst: 20, AddrInterval: Duration(10 * time.Second), MaxConcurrent: 4},
 			Send:       Send{Burst: 100, Interval: Duration(36 * time.Second)},
@@ -287,6 +318,8 @@ func (c Config) Validate() error {
 		"api.login.user_interval": c.API.Login.UserInterval, "api.login.addr_interval": c.API.Login.AddrInterval,
 		"api.send.interval": c.API.Send.Interval, "api.events.heartbeat": c.API.Events.Heartbeat,
 		"api.submission.timeout": c.API.Submission.Timeout, "verify.timeout": c.Verify.Timeout,
+		"api.read_header_timeout": c.API.ReadHeaderTimeout, "api.read_timeout": c.API.ReadTimeout,
+		"api.write_timeout": c.API.WriteTimeout, "api.idle_timeout": c.API.IdleTimeout,
 	} {
 		if d <= 0 {
 			bad(key, "must be positive")
@@ -300,6 +333,9 @@ func (c Config) Validate() error {
 		if n <= 0 {
 			bad(key, "must be positive")
 		}
+	}
+	if _, err := c.API.Proxies(); err != nil {
+		bad("api.trusted_proxies", "%v", err)
 	}
 	if c.API.MaxBody <= 0 {
 		bad("api.max_body", "must be positive")
