@@ -126,10 +126,6 @@ func (s *Server) events(c echo.Context) error {
 	}
 	defer cancel()
 
-	// The server's read time-out would end the stream too (its background
-	// read of the idle connection fails, which cancels the request): lift
-	// it. A client that goes away is still seen, by that read or a write.
-	_ = rc.SetReadDeadline(time.Time{})
 	h := w.Header()
 	h.Set(echo.HeaderContentType, "text/event-stream")
 	h.Set("Cache-Control", "no-cache")

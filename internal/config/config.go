@@ -65,22 +65,22 @@ type Lookupd struct {
 }
 
 type API struct {
-	Listen                string     `toml:"listen"`
-	TokenTTL              Duration   `toml:"token_ttl"`
-	TokenIdle             Duration   `toml:"token_idle"`
-	MaxBody               Size       `toml:"max_body"`
-	OutboundAuthenticated bool       `toml:"outbound_authenticated"`
-	TrustedProxies        []string   `toml:"trusted_proxies"` // CIDRs or addresses
+	Listen                string   `toml:"listen"`
+	TokenTTL              Duration `toml:"token_ttl"`
+	TokenIdle             Duration `toml:"token_idle"`
+	MaxBody               Size     `toml:"max_body"`
+	OutboundAuthenticated bool     `toml:"outbound_authenticated"`
+	TrustedProxies        []string `toml:"trusted_proxies"` // CIDRs or addresses
 	// HTTP time-outs of the API's server; the event stream is exempt from
 	// read, write and idle.
-	ReadHeaderTimeout Duration `toml:"read_header_timeout"`
-	ReadTimeout       Duration `toml:"read_timeout"`
-	WriteTimeout      Duration `toml:"write_timeout"`
-	IdleTimeout       Duration `toml:"idle_timeout"`
-	Login                 Login      `toml:"login"`
-	Send                  Send       `toml:"send"`
-	Events                Events     `toml:"events"`
-	Submission            Submission `toml:"submission"`
+	ReadHeaderTimeout Duration   `toml:"read_header_timeout"`
+	ReadTimeout       Duration   `toml:"read_timeout"`
+	WriteTimeout      Duration   `toml:"write_timeout"`
+	IdleTimeout       Duration   `toml:"idle_timeout"`
+	Login             Login      `toml:"login"`
+	Send              Send       `toml:"send"`
+	Events            Events     `toml:"events"`
+	Submission        Submission `toml:"submission"`
 }
 
 // Proxies parses api.trusted_proxies: CIDRs, or single addresses.
