@@ -176,6 +176,7 @@ type Server struct {
 	dummyHash   func() string
 	piCache     *piCache
 	names       *ttlCache[ownedID, contactName]
+	revoked     *revocations
 
 	e *echo.Echo
 }
@@ -203,6 +204,7 @@ func New(cfg Config) (*Server, error) {
 		dummyHash:   newDummyHash(),
 		piCache:     newPICache(piCacheTTL, piCacheSize),
 		names:       newTTLCache[ownedID, contactName](contactNameTTL, piCacheSize),
+		revoked:     newRevocations(),
 	}
 	s.e = s.routes()
 	return s, nil

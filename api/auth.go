@@ -134,7 +134,7 @@ func (s *Server) login(c echo.Context) error {
 		return &Error{Status: http.StatusUnauthorized, Code: "bad_credentials", Message: "wrong user name or password"}
 	}
 
-	token, t, err := newToken(u.ID, now, s.cfg.TokenTTL)
+	token, t, err := newToken(u.ID, now, min(s.cfg.TokenTTL, s.cfg.TokenIdle))
 	if err != nil {
 		return err
 	}
@@ -184,7 +184,9 @@ func (s *Server) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
 			return errUnauthorized
 		}
 		h := tokenHash(tok)
-		t, err := s.st.GetToken(c.Request().Context(), h)
+		ctx := c.Request().Context()
+		seq := s.revoked.current()
+		t, err := s.st.GetToken(ctx, h)
 		switch {
 		case errors.Is(err, store.ErrNotFound):
 			return errUnauthorized
@@ -192,8 +194,12 @@ func (s *Server) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
 			return fmt.Errorf("authenticate: %w", err)
 		}
 		// The store drops expired tokens by its own clock; check ours too.
-		if !s.now().Before(t.ExpiresAt) {
+		now := s.now()
+		if !s.tokenLive(t, now) {
 			return errUnauthorized
+		}
+		if err := s.slide(ctx, t, now, seq); err != nil {
+			return err
 		}
 		c.Set(userKey, t.UserID)
 		c.Set(userKey+".token", h)
@@ -208,6 +214,7 @@ func userID(c echo.Context) uuid.UUID {
 
 func (s *Server) logout(c echo.Context) error {
 	h, _ := c.Get(userKey + ".token").(string)
+	s.revoked.token(h, s.now())
 	if err := s.st.DeleteToken(c.Request().Context(), h); err != nil && !errors.Is(err, store.ErrNotFound) {
 		return fmt.Errorf("logout: %w", err)
 	}

@@ -128,6 +128,7 @@ func (s *Server) changePassword(c echo.Context) error {
 	if current == "" {
 		return fmt.Errorf("password: no current token")
 	}
+	s.revoked.user(uid, current, s.now())
 	if err := s.st.DeleteUserTokens(ctx, uid, current); err != nil {
 		return fmt.Errorf("password: end other sessions: %w", err)
 	}

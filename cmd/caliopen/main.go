@@ -35,8 +35,9 @@ Roles (run until stopped by SIGINT/SIGTERM):
 Set-up and administration:
   migrate                  create or upgrade the store schema
   domain add|list|remove   hosted mail domains
-  user add|list|passwd|key|remove
-                           accounts (passwords are read from the terminal or stdin)
+  user add|list|passwd|logout|key|remove
+                           accounts (passwords are read from the terminal or stdin);
+                           passwd and logout end every API session of the user
   address add|list|remove  a user's mailbox addresses
   alias add|list|remove    aliases and catch-alls (@domain), with several targets
   deliver RECIPIENT...     store one message read on stdin (Postfix pipe transport)
