@@ -20,6 +20,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/caliopen/caliopen/internal/password"
+	"github.com/caliopen/caliopen/internal/usertext"
 	"github.com/caliopen/caliopen/store"
 )
 
@@ -169,6 +170,10 @@ func (a *app) userCmd(ctx context.Context, args []string) error {
 		login := fs.Arg(0)
 		if err := validUserName(login); err != nil {
 			return err
+		}
+		// Others read it in the From of what the user sends.
+		if err := usertext.Check(*display); err != nil {
+			return fmt.Errorf("%w: --name %v", store.ErrInvalid, err)
 		}
 		norm := make([]string, 0, len(addrs))
 		for _, ad := range addrs {
