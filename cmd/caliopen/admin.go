@@ -34,6 +34,17 @@ func (a *app) withStore(ctx context.Context, fn func(store.Store) error) error {
 	return fn(st)
 }
 
+// withUser runs fn on the named user, in the store opened for one command.
+func (a *app) withUser(ctx context.Context, login string, fn func(store.Store, store.User) error) error {
+	return a.withStore(ctx, func(st store.Store) error {
+		u, err := st.GetUserByName(ctx, login)
+		if err != nil {
+			return fmt.Errorf("user %s: %w", login, err)
+		}
+		return fn(st, u)
+	})
+}
+
 func subcommand(args []string, names ...string) (string, []string, error) {
 	if len(args) == 0 {
 		return "", nil, fmt.Errorf("missing subcommand: %s", strings.Join(names, ", "))
@@ -252,11 +263,7 @@ func (a *app) userCmd(ctx context.Context, args []string) error {
 		if err != nil {
 			return err
 		}
-		return a.withStore(ctx, func(st store.Store) error {
-			u, err := st.GetUserByName(ctx, args[0])
-			if err != nil {
-				return fmt.Errorf("user %s: %w", args[0], err)
-			}
+		return a.withUser(ctx, args[0], func(st store.Store, u store.User) error {
 			u.PasswordHash = hash
 			u.Setup.PasswordStrength = password.Strength(pw)
 			if err := st.UpdateUser(ctx, u); err != nil {
@@ -273,11 +280,7 @@ func (a *app) userCmd(ctx context.Context, args []string) error {
 		if err := wantArgs(args, 1, "user logout LOGIN"); err != nil {
 			return err
 		}
-		return a.withStore(ctx, func(st store.Store) error {
-			u, err := st.GetUserByName(ctx, args[0])
-			if err != nil {
-				return fmt.Errorf("user %s: %w", args[0], err)
-			}
+		return a.withUser(ctx, args[0], func(st store.Store, u store.User) error {
 			if err := a.endSessions(ctx, st, u.ID); err != nil {
 				return fmt.Errorf("user %s: %w", u.Name, err)
 			}
@@ -288,11 +291,7 @@ func (a *app) userCmd(ctx context.Context, args []string) error {
 		if err := wantArgs(args, 1, "user remove LOGIN"); err != nil {
 			return err
 		}
-		return a.withStore(ctx, func(st store.Store) error {
-			u, err := st.GetUserByName(ctx, args[0])
-			if err != nil {
-				return fmt.Errorf("user %s: %w", args[0], err)
-			}
+		return a.withUser(ctx, args[0], func(st store.Store, u store.User) error {
 			if err := st.DeleteUser(ctx, u.ID); err != nil {
 				return err
 			}
