@@ -309,7 +309,7 @@ func (s *Server) securityHeaders(next echo.HandlerFunc) echo.HandlerFunc {
 }
 
 // smallBodyLimit caps the bodies of routes that take a few short fields
-// (login, password change), under the general BodyLimit that a message with
+// (login, password change), under the general api.max_body that a message with
 // attachments needs.
 const smallBodyLimit = "16K"
 
