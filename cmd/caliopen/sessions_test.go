@@ -3,12 +3,17 @@ package main
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
+
+	"github.com/caliopen/caliopen/internal/config"
 	"github.com/caliopen/caliopen/store"
+	"github.com/caliopen/caliopen/store/cassandra/cassandratest"
 	"github.com/caliopen/caliopen/store/embedded"
 )
 
@@ -86,4 +91,45 @@ func TestAdminEndsSessions(t *testing.T) {
 	c.fails("not found", "user", "logout", "nobody")
 	c.fails("usage: caliopen user logout LOGIN", "user", "logout")
 	c.fails("usage: caliopen user logout LOGIN", "user", "logout", "alice", "bob")
+}
+
+// On Cassandra API processes run beside the CLI: a request that read a token
+// just before the sweep may write it back (sliding its expiry). The second
+// sweep ends it anyway.
+func TestEndSessionsOnCassandra(t *testing.T) {
+	st := cassandratest.Open(t)
+	cfg := config.Default()
+	cfg.Store.Engine = "cassandra"
+	a := &app{cfg: cfg, log: slog.New(slog.DiscardHandler)}
+	ctx := context.Background()
+	uid := uuid.Must(uuid.NewV7())
+	if err := st.CreateUser(ctx, store.User{ID: uid, Name: "sess-" + uid.String()[24:], CreatedAt: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	tok := store.Token{Hash: "sess-" + uid.String(), UserID: uid, CreatedAt: time.Now(), ExpiresAt: time.Now().Add(time.Hour)}
+	if err := st.PutToken(ctx, tok); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- a.endSessions(ctx, st, uid) }()
+	deadline := time.Now().Add(sessionSweepDelay)
+	for {
+		if _, err := st.GetToken(ctx, tok.Hash); errors.Is(err, store.ErrNotFound) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the first sweep did not delete the token")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	tok.ExpiresAt = time.Now().Add(2 * time.Hour) // the slide of a request in flight
+	if err := st.PutToken(ctx, tok); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.GetToken(ctx, tok.Hash); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("a token written back during the sweep survived it: %v", err)
+	}
 }
