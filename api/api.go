@@ -92,6 +92,9 @@ type Config struct {
 	// request examines (default 2000); the page may then be short, with a
 	// cursor. Not a setting: tests lower it.
 	filterScanLimit int
+	// dummyHash replaces the costly hash verified for unknown users; tests
+	// give a cheap one.
+	dummyHash func() string
 }
 
 const (
@@ -139,6 +142,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Hub == nil {
 		c.Hub = NewHub()
+	}
+	if c.dummyHash == nil {
+		c.dummyHash = newDummyHash()
 	}
 	return c
 }
@@ -201,7 +207,7 @@ func New(cfg Config) (*Server, error) {
 		netLimiter:  newNetLimiter(cfg),
 		sendLimiter: newLimiter(cfg.SendBurst, cfg.SendInterval, limiterSize),
 		loginSlots:  make(chan struct{}, cfg.MaxConcurrentLogins),
-		dummyHash:   newDummyHash(),
+		dummyHash:   cfg.dummyHash,
 		piCache:     newPICache(piCacheTTL, piCacheSize),
 		names:       newTTLCache[ownedID, contactName](contactNameTTL, piCacheSize),
 		revoked:     newRevocations(),

@@ -135,8 +135,10 @@ func newHarness(t *testing.T, opts ...option) *harness {
 	h.alice = mk("alice", "alice: correct horse battery")
 	h.bob = mk("bob", "bob: staple tr0ub4dor &3")
 
+	dummy := cheapHash("not a password of anyone")
 	cfg := Config{Store: st, Clock: clk.Now, Sent: h.ing,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+		Logger:    slog.New(slog.NewTextHandler(io.Discard, nil)),
+		dummyHash: func() string { return dummy }}
 	for _, o := range opts {
 		o(&cfg)
 	}
@@ -145,8 +147,6 @@ func newHarness(t *testing.T, opts ...option) *harness {
 		t.Fatal(err)
 	}
 	h.srv = srv
-	dummy := cheapHash("not a password of anyone")
-	h.srv.dummyHash = func() string { return dummy }
 	// Tokens are minted directly: login has its own tests, and each login
 	// costs an Argon2id verification.
 	h.alice.Token = h.token(h.alice.ID)
