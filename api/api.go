@@ -7,8 +7,11 @@ package api
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"net/http"
+	"net/netip"
+	"strconv"
 	"strings"
 	"time"
 
@@ -23,16 +26,34 @@ import (
 // Prefix is where every route of the API lives.
 const Prefix = "/api/v1"
 
-// Config tunes the API. The zero value is usable: every field has a default.
+// Config holds the API's settings and collaborators. Store is required; every
+// setting has a default (see withDefaults), and each is a key of the api
+// section of the TOML file (docs/configuration.md).
 type Config struct {
-	// TokenTTL is how long a login token stays valid (default 24h).
-	TokenTTL time.Duration
-	// BodyLimit caps request bodies, in echo's notation (default "25M": a
-	// message with attachments being sent).
-	BodyLimit string
+	Store Store
+	// Logger receives the API's log; nil discards it.
+	Logger *slog.Logger
+	// Sender submits outgoing mail; nil answers POST /messages with 503.
+	Sender Sender
+	// Sent files what was sent into the user's mailbox; nil files nothing.
+	Sent SentStorer
+	// Clock is time.Now when nil.
+	Clock func() time.Time
+	// Hub carries new-message events to the streams; nil makes a new one.
+	Hub *Hub
+	// Domains feeds the Privacy Index with domain facts; optional.
+	Domains DomainFacts
+
+	// TokenTTL is how long a login token stays valid at most (default 720h);
+	// TokenIdle ends it sooner when unused that long (default 168h).
+	TokenTTL  time.Duration
+	TokenIdle time.Duration
+	// MaxBody caps request bodies in bytes (default 25 MiB: a message with
+	// attachments being sent).
+	MaxBody int64
 
 	// Login rate limits: each key (user name, client address) may spend a
-	// burst of attempts, refilled one per interval.
+	// burst of failed attempts, refilled one per interval.
 	LoginUserBurst    int           // default 5
 	LoginUserInterval time.Duration // default 1m
 	LoginAddrBurst    int           // default 20
@@ -40,42 +61,51 @@ type Config struct {
 	// MaxConcurrentLogins bounds simultaneous password verifications, each
 	// of which costs 64 MiB of Argon2id memory (default 4).
 	MaxConcurrentLogins int
+	// TrustedProxies are the reverse proxies in front of the API: only
+	// from them is X-Forwarded-For believed (see clientIP). Empty: the
+	// TCP peer is the client.
+	TrustedProxies []netip.Prefix
 
-	// IPExtractor finds the client address for rate limiting. The default
-	// trusts only the TCP peer: behind a reverse proxy, set one of echo's
-	// X-Forwarded-For extractors with the proxy's address ranges.
-	IPExtractor echo.IPExtractor
-
-	// FilterScanLimit bounds how many conversations one filtered list request
-	// examines (default 2000); the page may then be short, with a cursor.
-	FilterScanLimit int
-	// Heartbeat is the interval of SSE keep-alive comments (default 25s).
-	Heartbeat time.Duration
 	// SendBurst and SendInterval limit sending per user, counted in
 	// envelope recipients: a burst of SendBurst (default 100, at least the
 	// 100 recipients one message may have), refilled one per SendInterval
 	// (default 36s: 100 an hour). Beyond it POST /messages answers 429.
 	SendBurst    int
 	SendInterval time.Duration
+
+	// Heartbeat is the interval of SSE keep-alive comments (default 25s);
+	// keep it under the reverse proxy's idle time-out.
+	Heartbeat time.Duration
 	// MaxStreamsPerUser and MaxStreams bound the open event streams of one
 	// user (default 10) and of the whole server (default 10,000); beyond
 	// them /events answers 429 too_many_streams.
 	MaxStreamsPerUser int
 	MaxStreams        int
 
-	// PICacheTTL bounds how long a computed conversation PI is reused while
-	// the conversation is unchanged (default 5m); PICacheSize bounds the
-	// entries kept, in this cache and in the contact name cache (default
-	// 100,000; negative disables both).
-	PICacheTTL  time.Duration
-	PICacheSize int
-
 	// OutboundAuthenticated: the relay DKIM-signs outgoing mail aligned with
 	// the users' domains and those domains publish DMARC. It raises the
 	// potential of channels (what recipients will verify); claim it only
 	// when true.
 	OutboundAuthenticated bool
+
+	// filterScanLimit bounds how many conversations one filtered list
+	// request examines (default 2000); the page may then be short, with a
+	// cursor. Not a setting: tests lower it.
+	filterScanLimit int
+	// dummyHash replaces the costly hash verified for unknown users; tests
+	// give a cheap one.
+	dummyHash func() string
 }
+
+const (
+	// piCacheTTL bounds how long a computed conversation PI is reused while
+	// the conversation is unchanged; piCacheSize bounds the entries kept, in
+	// this cache and in the contact name cache.
+	piCacheTTL  = 5 * time.Minute
+	piCacheSize = 100_000
+	// limiterSize bounds the keys each rate limiter remembers.
+	limiterSize = 100_000
+)
 
 func (c Config) withDefaults() Config {
 	def := func(d *time.Duration, v time.Duration) {
@@ -88,27 +118,33 @@ func (c Config) withDefaults() Config {
 			*i = v
 		}
 	}
-	def(&c.TokenTTL, 24*time.Hour)
-	if c.BodyLimit == "" {
-		c.BodyLimit = "25M"
+	def(&c.TokenTTL, 30*24*time.Hour)
+	def(&c.TokenIdle, 7*24*time.Hour)
+	if c.MaxBody <= 0 {
+		c.MaxBody = 25 << 20
 	}
 	defInt(&c.LoginUserBurst, 5)
 	def(&c.LoginUserInterval, time.Minute)
 	defInt(&c.LoginAddrBurst, 20)
 	def(&c.LoginAddrInterval, 10*time.Second)
 	defInt(&c.MaxConcurrentLogins, 4)
-	if c.IPExtractor == nil {
-		c.IPExtractor = echo.ExtractIPDirect()
-	}
-	defInt(&c.FilterScanLimit, 2000)
+	defInt(&c.filterScanLimit, 2000)
 	def(&c.Heartbeat, 25*time.Second)
 	defInt(&c.SendBurst, 100)
 	def(&c.SendInterval, 36*time.Second)
 	defInt(&c.MaxStreamsPerUser, 10)
 	defInt(&c.MaxStreams, 10_000)
-	def(&c.PICacheTTL, 5*time.Minute)
-	if c.PICacheSize == 0 {
-		c.PICacheSize = 100_000
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Clock == nil {
+		c.Clock = time.Now
+	}
+	if c.Hub == nil {
+		c.Hub = NewHub()
+	}
+	if c.dummyHash == nil {
+		c.dummyHash = newDummyHash()
 	}
 	return c
 }
@@ -140,19 +176,6 @@ type Store interface {
 	ListAddresses(ctx context.Context, userID uuid.UUID) ([]store.Address, error)
 }
 
-// Deps are the API's collaborators. Store is required; the others default to
-// a discarding logger, time.Now, a new Hub, and no sending (503).
-type Deps struct {
-	Store  Store
-	Logger *slog.Logger
-	Sender Sender
-	Sent   SentStorer
-	Clock  func() time.Time
-	Hub    *Hub
-	// Domains feeds the Privacy Index with domain facts; optional.
-	Domains DomainFacts
-}
-
 // Server holds the API's state. Build it with New; serve Echo().
 type Server struct {
 	cfg     Config
@@ -166,55 +189,44 @@ type Server struct {
 
 	userLimiter *limiter
 	addrLimiter *limiter
+	netLimiter  *limiter // IPv6 /48s
 	sendLimiter *limiter
 	loginSlots  chan struct{}
 	dummyHash   func() string
 	piCache     *piCache
 	names       *ttlCache[ownedID, contactName]
+	revoked     *revocations
 
 	e *echo.Echo
 }
 
-// New builds the API and returns its Echo instance, ready to serve or to
-// mount (every route is under Prefix).
-func New(cfg Config, deps Deps) *echo.Echo {
-	return NewServer(cfg, deps).Echo()
-}
-
-// NewServer builds the API; use it when the caller needs the Server (its Hub).
-func NewServer(cfg Config, deps Deps) *Server {
-	cfg = cfg.withDefaults()
-	if deps.Store == nil {
-		panic("api: Deps.Store is required")
+// New builds the API; serve its Echo() (every route is under Prefix).
+func New(cfg Config) (*Server, error) {
+	if cfg.Store == nil {
+		return nil, errors.New("api: Config.Store is required")
 	}
+	cfg = cfg.withDefaults()
 	s := &Server{
 		cfg:         cfg,
-		st:          deps.Store,
-		log:         deps.Logger,
-		sender:      deps.Sender,
-		sent:        deps.Sent,
-		now:         deps.Clock,
-		hub:         deps.Hub,
-		domains:     deps.Domains,
-		userLimiter: newLimiter(cfg.LoginUserBurst, cfg.LoginUserInterval, 100_000),
-		addrLimiter: newLimiter(cfg.LoginAddrBurst, cfg.LoginAddrInterval, 100_000),
-		sendLimiter: newLimiter(cfg.SendBurst, cfg.SendInterval, 100_000),
+		st:          cfg.Store,
+		log:         cfg.Logger,
+		sender:      cfg.Sender,
+		sent:        cfg.Sent,
+		now:         cfg.Clock,
+		hub:         cfg.Hub,
+		domains:     cfg.Domains,
+		userLimiter: newLimiter(cfg.LoginUserBurst, cfg.LoginUserInterval, limiterSize),
+		addrLimiter: newLimiter(cfg.LoginAddrBurst, cfg.LoginAddrInterval, limiterSize),
+		netLimiter:  newNetLimiter(cfg),
+		sendLimiter: newLimiter(cfg.SendBurst, cfg.SendInterval, limiterSize),
 		loginSlots:  make(chan struct{}, cfg.MaxConcurrentLogins),
-		dummyHash:   newDummyHash(),
-		piCache:     newPICache(cfg.PICacheTTL, cfg.PICacheSize),
-		names:       newTTLCache[ownedID, contactName](contactNameTTL, cfg.PICacheSize),
-	}
-	if s.log == nil {
-		s.log = slog.New(slog.DiscardHandler)
-	}
-	if s.now == nil {
-		s.now = time.Now
-	}
-	if s.hub == nil {
-		s.hub = NewHub()
+		dummyHash:   cfg.dummyHash,
+		piCache:     newPICache(piCacheTTL, piCacheSize),
+		names:       newTTLCache[ownedID, contactName](contactNameTTL, piCacheSize),
+		revoked:     newRevocations(),
 	}
 	s.e = s.routes()
-	return s
+	return s, nil
 }
 
 // Echo returns the HTTP handler.
@@ -227,7 +239,7 @@ func (s *Server) routes() *echo.Echo {
 	e := echo.New()
 	e.HideBanner = true
 	e.HidePort = true
-	e.IPExtractor = s.cfg.IPExtractor
+	e.IPExtractor = s.clientIP
 	e.HTTPErrorHandler = s.handleError
 	e.Use(middleware.RecoverWithConfig(middleware.RecoverConfig{
 		DisableStackAll: true,
@@ -238,7 +250,7 @@ func (s *Server) routes() *echo.Echo {
 			return &Error{Status: http.StatusInternalServerError, Code: "internal", Message: "internal error"}
 		},
 	}))
-	e.Use(middleware.BodyLimit(s.cfg.BodyLimit))
+	e.Use(middleware.BodyLimit(strconv.FormatInt(s.cfg.MaxBody, 10) + "B"))
 	e.Use(s.securityHeaders)
 
 	g := e.Group(Prefix)
@@ -316,7 +328,7 @@ func (s *Server) securityHeaders(next echo.HandlerFunc) echo.HandlerFunc {
 }
 
 // smallBodyLimit caps the bodies of routes that take a few short fields
-// (login, password change), under the general BodyLimit that a message with
+// (login, password change), under the general api.max_body that a message with
 // attachments needs.
 const smallBodyLimit = "16K"
 

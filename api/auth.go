@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"math"
 	"net/http"
-	"net/netip"
 	"strings"
 	"sync"
 	"time"
@@ -86,22 +85,22 @@ func (s *Server) login(c echo.Context) error {
 	}
 	now := s.now()
 	// The address limit slows one client guessing many accounts, the user
-	// limit many clients guessing one. An attempt refused by one limit does
-	// not spend the other.
-	addr := clientKey(c.RealIP())
-	okAddr, wait := s.addrLimiter.allow(addr, now)
-	if okAddr {
-		var okUser bool
-		if okUser, wait = s.userLimiter.allow(name, now); !okUser {
-			s.addrLimiter.refund(addr)
-			okAddr = false
-		}
-	}
-	if !okAddr {
-		s.log.InfoContext(c.Request().Context(), "login rate limited", "user_hash", nameHash(name), "client", addr)
+	// limit many clients guessing one. Only failures count: every attempt
+	// reserves one try of each limit, and any outcome but wrong credentials
+	// gives them back. An attempt refused by one limit spends none.
+	ip := c.RealIP()
+	keys := s.loginKeys(ip, name)
+	if ok, wait := reserve(keys, now); !ok {
+		s.log.InfoContext(c.Request().Context(), "login rate limited", "user_hash", nameHash(name), "client", ip)
 		return &Error{Status: http.StatusTooManyRequests, Code: "rate_limited",
 			Message: "too many login attempts, try again later", RetryAfter: int(math.Ceil(wait.Seconds()))}
 	}
+	failed := false
+	defer func() {
+		if !failed {
+			refundAll(keys)
+		}
+	}()
 
 	ctx := c.Request().Context()
 	select {
@@ -124,41 +123,26 @@ func (s *Server) login(c echo.Context) error {
 		s.log.ErrorContext(ctx, "stored password hash unusable", "user", name, "err", verr)
 	}
 	if err != nil || verr != nil || !ok {
+		failed = true
 		if err != nil {
 			// No such user: what was typed may be a password in the wrong
 			// field; log only a hash that correlates repeated attempts.
-			s.log.InfoContext(ctx, "login failed", "user_hash", nameHash(name), "client", c.RealIP())
+			s.log.InfoContext(ctx, "login failed", "user_hash", nameHash(name), "client", ip)
 		} else {
-			s.log.InfoContext(ctx, "login failed", "user", name, "client", c.RealIP())
+			s.log.InfoContext(ctx, "login failed", "user", name, "client", ip)
 		}
 		return &Error{Status: http.StatusUnauthorized, Code: "bad_credentials", Message: "wrong user name or password"}
 	}
 
-	token, t, err := newToken(u.ID, now, s.cfg.TokenTTL)
+	token, t, err := newToken(u.ID, now, min(s.cfg.TokenTTL, s.cfg.TokenIdle))
 	if err != nil {
 		return err
 	}
 	if err := s.st.PutToken(ctx, t); err != nil {
 		return fmt.Errorf("login: put token: %w", err)
 	}
-	s.log.InfoContext(ctx, "login", "user", name, "client", c.RealIP())
+	s.log.InfoContext(ctx, "login", "user", name, "client", ip)
 	return c.JSON(http.StatusOK, loginResponse{Token: token, TokenType: "Bearer", ExpiresAt: t.ExpiresAt, UserID: u.ID})
-}
-
-// clientKey is the rate-limit key of a client address: the address itself
-// for IPv4, its /64 for IPv6, since one host usually holds a whole /64.
-func clientKey(ip string) string {
-	a, err := netip.ParseAddr(ip)
-	if err != nil {
-		return ip
-	}
-	a = a.Unmap()
-	if a.Is6() {
-		if p, err := a.Prefix(64); err == nil {
-			return p.String()
-		}
-	}
-	return a.String()
 }
 
 // newToken makes a bearer token: 32 random bytes, base64url. Only its
@@ -200,7 +184,9 @@ func (s *Server) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
 			return errUnauthorized
 		}
 		h := tokenHash(tok)
-		t, err := s.st.GetToken(c.Request().Context(), h)
+		ctx := c.Request().Context()
+		seq := s.revoked.current()
+		t, err := s.st.GetToken(ctx, h)
 		switch {
 		case errors.Is(err, store.ErrNotFound):
 			return errUnauthorized
@@ -208,8 +194,12 @@ func (s *Server) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
 			return fmt.Errorf("authenticate: %w", err)
 		}
 		// The store drops expired tokens by its own clock; check ours too.
-		if !s.now().Before(t.ExpiresAt) {
+		now := s.now()
+		if !s.tokenLive(t, now) {
 			return errUnauthorized
+		}
+		if err := s.slide(ctx, t, now, seq); err != nil {
+			return err
 		}
 		c.Set(userKey, t.UserID)
 		c.Set(userKey+".token", h)
@@ -224,6 +214,7 @@ func userID(c echo.Context) uuid.UUID {
 
 func (s *Server) logout(c echo.Context) error {
 	h, _ := c.Get(userKey + ".token").(string)
+	s.revoked.token(h, s.now())
 	if err := s.st.DeleteToken(c.Request().Context(), h); err != nil && !errors.Is(err, store.ErrNotFound) {
 		return fmt.Errorf("logout: %w", err)
 	}

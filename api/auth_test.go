@@ -5,6 +5,7 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -19,7 +20,7 @@ type loginAnswer struct {
 }
 
 func TestLoginLogoutExpiry(t *testing.T) {
-	h := newHarness(t, func(c *Config, _ *Deps) { c.TokenTTL = time.Hour })
+	h := newHarness(t, func(c *Config) { c.TokenTTL = time.Hour })
 
 	rec := h.do(http.MethodPost, "/api/v1/login", "", map[string]string{"username": strings.ToUpper(h.alice.Name[:1]) + h.alice.Name[1:], "password": h.alice.Password})
 	la := decode[loginAnswer](t, rec, http.StatusOK)
@@ -66,7 +67,7 @@ func TestLoginLogoutExpiry(t *testing.T) {
 }
 
 func TestLoginRateLimit(t *testing.T) {
-	h := newHarness(t, func(c *Config, _ *Deps) {
+	h := newHarness(t, func(c *Config) {
 		c.LoginUserBurst, c.LoginUserInterval = 2, time.Minute
 		c.LoginAddrBurst, c.LoginAddrInterval = 4, time.Minute
 	})
@@ -131,16 +132,25 @@ func TestChangePassword(t *testing.T) {
 	}
 }
 
-func TestClientKey(t *testing.T) {
-	for in, want := range map[string]string{
-		"192.0.2.7":            "192.0.2.7",
-		"::ffff:192.0.2.7":     "192.0.2.7",
-		"2001:db8:1:2:3:4:5:6": "2001:db8:1:2::/64",
-		"2001:db8:1:2:ffff::1": "2001:db8:1:2::/64",
-		"not an address":       "not an address",
+func TestLoginKeys(t *testing.T) {
+	s, err := New(Config{Store: openStore(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for in, want := range map[string][]string{
+		"192.0.2.7":            {"192.0.2.7"},
+		"::ffff:192.0.2.7":     {"192.0.2.7"},
+		"2001:db8:1:2:3:4:5:6": {"2001:db8:1:2::/64", "2001:db8:1::/48"},
+		"2001:db8:1:2:ffff::1": {"2001:db8:1:2::/64", "2001:db8:1::/48"},
+		"not an address":       {"not an address"},
 	} {
-		if got := clientKey(in); got != want {
-			t.Errorf("clientKey(%q) = %q, want %q", in, got, want)
+		keys := s.loginKeys(in, "alice")
+		var got []string
+		for _, k := range keys[:len(keys)-1] {
+			got = append(got, k.key)
+		}
+		if !slices.Equal(got, want) || keys[len(keys)-1] != (limitKey{s.userLimiter, "alice"}) {
+			t.Errorf("loginKeys(%q) = %v, want %v and the user name", in, keys, want)
 		}
 	}
 }
@@ -168,9 +178,9 @@ func (s *syncBuffer) String() string {
 func TestSecretsNotLogged(t *testing.T) {
 	logs := &syncBuffer{}
 	relayAddr := startRelay(t, &relay{}, nil)
-	h := newHarness(t, func(c *Config, d *Deps) {
-		d.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-		d.Sender = NewSMTPSender(SMTPConfig{Addr: relayAddr, Username: "api", Password: "relay-secret-pw"})
+	h := newHarness(t, func(c *Config) {
+		c.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+		c.Sender = smtpSender(t, SMTPConfig{Addr: relayAddr, Username: "api", Password: "relay-secret-pw"})
 	})
 	h.do(http.MethodPost, "/api/v1/login", "", map[string]string{"username": h.alice.Name, "password": "wrong-secret-pw"})
 	la := decode[loginAnswer](t, h.do(http.MethodPost, "/api/v1/login", "", map[string]string{"username": h.alice.Name, "password": h.alice.Password}), http.StatusOK)

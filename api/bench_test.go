@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -79,7 +78,10 @@ func benchConversationList(b *testing.B, st store.Store) {
 	seed.Wait()
 	b.Logf("seeded %d conversations, %d messages in %v", conversations, conversations*perConv, time.Since(start).Round(time.Millisecond))
 
-	srv := NewServer(Config{}, Deps{Store: st, Logger: slog.New(slog.DiscardHandler)})
+	srv, err := New(Config{Store: st})
+	if err != nil {
+		b.Fatal(err)
+	}
 	e := srv.Echo()
 	// The baseline: same Echo, same middleware chain, a fixed body.
 	fixed := []byte(`{"items":[],"next_cursor":""}`)

@@ -11,11 +11,11 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/google/uuid"
 	"github.com/labstack/echo/v4"
 
+	"github.com/caliopen/caliopen/internal/usertext"
 	"github.com/caliopen/caliopen/store"
 )
 
@@ -120,8 +120,11 @@ const (
 func (req contactRequest) apply(c *store.Contact) error {
 	if req.Name != nil {
 		n := strings.TrimSpace(*req.Name)
-		if len(n) > maxContactName || !utf8.ValidString(n) {
-			return badRequest("name", "name must be valid text of at most %d bytes", maxContactName)
+		if len(n) > maxContactName {
+			return badRequest("name", "name must be at most %d bytes", maxContactName)
+		}
+		if err := usertext.Check(n); err != nil {
+			return badRequest("name", "name %v", err)
 		}
 		c.Name = n
 	}
@@ -137,6 +140,9 @@ func (req contactRequest) apply(c *store.Contact) error {
 			norm, ok := protocols[proto]
 			if !ok {
 				return badRequest(fmt.Sprintf("channels[%d].protocol", i), "unknown protocol %q", ch.Protocol)
+			}
+			if err := usertext.Check(ch.Address); err != nil {
+				return badRequest(fmt.Sprintf("channels[%d].address", i), "address %v", err)
 			}
 			addr, err := norm(ch.Address)
 			if err != nil {

@@ -264,7 +264,7 @@ func (s *Server) listConversations(c echo.Context) error {
 	}
 	// Work budget: each conversation examined costs 1, each whose messages
 	// had to be read costs 10 more.
-	budget := s.cfg.FilterScanLimit
+	budget := s.cfg.filterScanLimit
 	l := s.newConvLoader(uid)
 	out := page[conversationView]{Items: []conversationView{}}
 	for {

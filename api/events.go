@@ -182,5 +182,5 @@ func (s *Server) tokenValid(ctx context.Context, hash string) bool {
 	if errors.Is(err, store.ErrNotFound) {
 		return false
 	}
-	return err != nil || s.now().Before(t.ExpiresAt)
+	return err != nil || s.tokenLive(t, s.now())
 }

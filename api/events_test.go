@@ -14,7 +14,7 @@ import (
 )
 
 func TestEventsStream(t *testing.T) {
-	h := newHarness(t, func(c *Config, _ *Deps) { c.Heartbeat = 50 * time.Millisecond })
+	h := newHarness(t, func(c *Config) { c.Heartbeat = 50 * time.Millisecond })
 	ts := httptest.NewServer(h.srv.Echo())
 	defer ts.Close()
 

@@ -101,7 +101,7 @@ func openStore(t testing.TB) store.Store {
 	return st
 }
 
-type option func(*Config, *Deps)
+type option func(*Config)
 
 func newHarness(t *testing.T, opts ...option) *harness {
 	t.Helper()
@@ -143,20 +143,33 @@ func newHarness(t *testing.T, opts ...option) *harness {
 	h.alice = mk("alice", "alice: correct horse battery")
 	h.bob = mk("bob", "bob: staple tr0ub4dor &3")
 
-	cfg := Config{}
-	deps := Deps{Store: st, Clock: clk.Now, Sent: h.ing,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
-	for _, o := range opts {
-		o(&cfg, &deps)
-	}
-	h.srv = NewServer(cfg, deps)
 	dummy := cheapHash("not a password of anyone")
-	h.srv.dummyHash = func() string { return dummy }
+	cfg := Config{Store: st, Clock: clk.Now, Sent: h.ing,
+		Logger:    slog.New(slog.NewTextHandler(io.Discard, nil)),
+		dummyHash: func() string { return dummy }}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	srv, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.srv = srv
 	// Tokens are minted directly: login has its own tests, and each login
 	// costs an Argon2id verification.
 	h.alice.Token = h.token(h.alice.ID)
 	h.bob.Token = h.token(h.bob.ID)
 	return h
+}
+
+// smtpSender builds a Sender for a test relay.
+func smtpSender(t *testing.T, cfg SMTPConfig) *SMTPSender {
+	t.Helper()
+	s, err := NewSMTPSender(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
 }
 
 func (h *harness) token(uid uuid.UUID) string {

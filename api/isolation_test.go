@@ -103,7 +103,7 @@ func (unavailable) GetMessage(context.Context, uuid.UUID, uuid.UUID) (store.Mess
 }
 
 func TestStoreUnavailable(t *testing.T) {
-	h := newHarness(t, func(_ *Config, d *Deps) { d.Store = unavailable{d.Store} })
+	h := newHarness(t, func(c *Config) { c.Store = unavailable{c.Store} })
 	for _, p := range []string{"/api/v1/conversations", "/api/v1/messages/" + uuid.Must(uuid.NewV7()).String()} {
 		rec := h.do(http.MethodGet, p, h.alice.Token, nil)
 		wantError(t, rec, http.StatusServiceUnavailable, "unavailable", "")
@@ -117,7 +117,7 @@ func TestStoreUnavailable(t *testing.T) {
 }
 
 func TestBadInput(t *testing.T) {
-	h := newHarness(t, func(c *Config, _ *Deps) { c.BodyLimit = "2K" })
+	h := newHarness(t, func(c *Config) { c.MaxBody = 2 << 10 })
 	tok := h.alice.Token
 	wantError(t, h.do(http.MethodPost, "/api/v1/contacts", tok, `{"name": "x",`), http.StatusBadRequest, "invalid", "")
 	wantError(t, h.do(http.MethodPost, "/api/v1/contacts", tok, `{"name": "x"} {"name": "y"}`), http.StatusBadRequest, "invalid", "")

@@ -90,11 +90,18 @@ func (s *Server) changePassword(c echo.Context) error {
 	if err != nil {
 		return fmt.Errorf("password: get user: %w", err)
 	}
-	// A stolen token must not become a way to guess the password quickly.
+	// A stolen token must not become a way to guess the password quickly;
+	// as for login, only a wrong password counts.
 	if ok, wait := s.userLimiter.allow(u.Name, s.now()); !ok {
 		return &Error{Status: http.StatusTooManyRequests, Code: "rate_limited",
 			Message: "too many attempts, try again later", RetryAfter: int(wait/time.Second) + 1}
 	}
+	failed := false
+	defer func() {
+		if !failed {
+			s.userLimiter.refund(u.Name)
+		}
+	}()
 	select {
 	case s.loginSlots <- struct{}{}:
 		defer func() { <-s.loginSlots }()
@@ -103,6 +110,7 @@ func (s *Server) changePassword(c echo.Context) error {
 	}
 	ok, err := password.Verify(u.PasswordHash, req.OldPassword)
 	if err != nil || !ok {
+		failed = true
 		return &Error{Status: http.StatusBadRequest, Code: "bad_credentials", Field: "old_password", Message: "the current password is wrong"}
 	}
 	h, err := password.Hash(req.NewPassword)
@@ -120,6 +128,7 @@ func (s *Server) changePassword(c echo.Context) error {
 	if current == "" {
 		return fmt.Errorf("password: no current token")
 	}
+	s.revoked.user(uid, current, s.now())
 	if err := s.st.DeleteUserTokens(ctx, uid, current); err != nil {
 		return fmt.Errorf("password: end other sessions: %w", err)
 	}

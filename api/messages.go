@@ -12,6 +12,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/labstack/echo/v4"
 
+	"github.com/caliopen/caliopen/internal/usertext"
 	"github.com/caliopen/caliopen/message"
 	"github.com/caliopen/caliopen/store"
 )
@@ -208,8 +209,9 @@ func validTag(t string) error {
 		return fmt.Errorf("a tag cannot be empty")
 	case len(t) > maxTagLen:
 		return fmt.Errorf("a tag is at most %d bytes", maxTagLen)
-	case !utf8.ValidString(t) || strings.ContainsFunc(t, func(r rune) bool { return r < ' ' || r == 0x7f }):
-		return fmt.Errorf("a tag cannot hold control characters")
+	}
+	if err := usertext.Check(t); err != nil {
+		return fmt.Errorf("tag %v", err)
 	}
 	return nil
 }

@@ -224,7 +224,7 @@ func cursorOf(js string) string {
 }
 
 func TestConversationFilters(t *testing.T) {
-	h := newHarness(t, func(c *Config, _ *Deps) { c.FilterScanLimit = 30 })
+	h := newHarness(t, func(c *Config) { c.filterScanLimit = 30 })
 	base := h.clock.Now().Add(-time.Hour)
 	var all, unread, tagged, bandB []uuid.UUID
 	for i := range 40 {

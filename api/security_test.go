@@ -94,7 +94,7 @@ func (s *sseStream) waitClosed(t *testing.T) {
 }
 
 func TestChangePasswordEndsOtherSessions(t *testing.T) {
-	h := newHarness(t, func(c *Config, _ *Deps) { c.Heartbeat = 50 * time.Millisecond })
+	h := newHarness(t, func(c *Config) { c.Heartbeat = 50 * time.Millisecond })
 	ts := httptest.NewServer(h.srv.Echo())
 	t.Cleanup(ts.Close) // after the streams' cleanups: Close waits for them
 
@@ -120,10 +120,10 @@ func TestChangePasswordEndsOtherSessions(t *testing.T) {
 
 func TestLoginInputBounds(t *testing.T) {
 	logs := &syncBuffer{}
-	h := newHarness(t, func(c *Config, d *Deps) {
+	h := newHarness(t, func(c *Config) {
 		// One attempt per key: a bounds refusal that spent one would show.
 		c.LoginUserBurst, c.LoginAddrBurst = 1, 1
-		d.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+		c.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	})
 	long := strings.Repeat("a", 321)
 	for _, tc := range []struct {
@@ -159,8 +159,8 @@ func TestLoginInputBounds(t *testing.T) {
 
 func TestLoginLogsNoUnknownName(t *testing.T) {
 	logs := &syncBuffer{}
-	h := newHarness(t, func(c *Config, d *Deps) {
-		d.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	h := newHarness(t, func(c *Config) {
+		c.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	})
 	typed := "correct-horse-typed-in-the-name-field"
 	wantError(t, h.do(http.MethodPost, "/api/v1/login", "", map[string]string{"username": typed, "password": "x"}),
@@ -180,7 +180,7 @@ func TestLoginLogsNoUnknownName(t *testing.T) {
 }
 
 func TestEventStreamLimits(t *testing.T) {
-	h := newHarness(t, func(c *Config, _ *Deps) {
+	h := newHarness(t, func(c *Config) {
 		c.Heartbeat = 50 * time.Millisecond
 		c.MaxStreamsPerUser, c.MaxStreams = 2, 3
 	})
@@ -381,8 +381,8 @@ func (s *countingSender) Send(_ context.Context, _ string, to []string, _ []byte
 
 func TestSendRateLimit(t *testing.T) {
 	snd := &countingSender{}
-	h := newHarness(t, func(c *Config, d *Deps) {
-		d.Sender = snd
+	h := newHarness(t, func(c *Config) {
+		c.Sender = snd
 		c.SendBurst, c.SendInterval = 5, time.Minute
 	})
 	send := func(tok string, n int) *httptest.ResponseRecorder {

@@ -16,6 +16,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/labstack/echo/v4"
 
+	"github.com/caliopen/caliopen/internal/usertext"
 	"github.com/caliopen/caliopen/message"
 	"github.com/caliopen/caliopen/store"
 )
@@ -57,16 +58,12 @@ func parseRecipients(field string, in []string) ([]*mail.Address, error) {
 		if err != nil {
 			return nil, badRequest(f, "not a valid address")
 		}
-		if hasControl(a.Name) {
-			return nil, badRequest(f, "the name holds control characters")
+		if err := usertext.Check(a.Name); err != nil {
+			return nil, badRequest(f, "the name %v", err)
 		}
 		out = append(out, &mail.Address{Name: a.Name, Address: addr})
 	}
 	return out, nil
-}
-
-func hasControl(s string) bool {
-	return strings.ContainsFunc(s, func(r rune) bool { return r < ' ' && r != '\t' || r == 0x7f })
 }
 
 func (s *Server) sendMessage(c echo.Context) error {
@@ -82,14 +79,17 @@ func (s *Server) sendMessage(c echo.Context) error {
 	if err != nil {
 		return err
 	}
+	if err := usertext.Check(req.Subject); err != nil {
+		return badRequest("subject", "subject %v", err)
+	}
 	rcpts := append(slices.Clone(to), cc...)
 	switch {
 	case len(rcpts) == 0:
 		return badRequest("to", "at least one recipient is required")
 	case len(rcpts) > maxRecipients:
 		return badRequest("to", "at most %d recipients", maxRecipients)
-	case len(req.Subject) > maxSubject || !utf8.ValidString(req.Subject) || hasControl(req.Subject):
-		return badRequest("subject", "subject must be one line of valid text, at most %d bytes", maxSubject)
+	case len(req.Subject) > maxSubject:
+		return badRequest("subject", "subject must be at most %d bytes", maxSubject)
 	case !utf8.ValidString(req.Text):
 		return badRequest("text", "text must be valid UTF-8")
 	case !utf8.ValidString(req.HTML):

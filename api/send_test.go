@@ -153,8 +153,8 @@ func TestSendPlain(t *testing.T) {
 	r := &relay{user: "api", pw: "relay secret"}
 	serverTLS, pool := selfSigned(t)
 	addr := startRelay(t, r, serverTLS)
-	h := newHarness(t, func(_ *Config, d *Deps) {
-		d.Sender = NewSMTPSender(SMTPConfig{Addr: addr, Username: "api", Password: "relay secret", RequireTLS: true,
+	h := newHarness(t, func(c *Config) {
+		c.Sender = smtpSender(t, SMTPConfig{Addr: addr, Username: "api", Password: "relay secret", RequireTLS: true,
 			TLSConfig: &tls.Config{RootCAs: pool, ServerName: "relay.test"}, Timeout: 10 * time.Second})
 	})
 	parent := h.deliver(h.alice, richMessage)
@@ -236,7 +236,7 @@ func TestSendPlain(t *testing.T) {
 func TestSendRefused(t *testing.T) {
 	r := &relay{}
 	addr := startRelay(t, r, nil)
-	h := newHarness(t, func(_ *Config, d *Deps) { d.Sender = NewSMTPSender(SMTPConfig{Addr: addr}) })
+	h := newHarness(t, func(c *Config) { c.Sender = smtpSender(t, SMTPConfig{Addr: addr}) })
 	rec := h.do(http.MethodPost, "/api/v1/messages", h.alice.Token, map[string]any{
 		"to": []string{"refused@remote.example"}, "subject": "hello", "text": "hi"})
 	e := wantError(t, rec, http.StatusBadGateway, "submission_refused", "")
@@ -256,7 +256,7 @@ func TestSendRefused(t *testing.T) {
 	}
 	dead := l.Addr().String()
 	_ = l.Close()
-	h2 := newHarness(t, func(_ *Config, d *Deps) { d.Sender = NewSMTPSender(SMTPConfig{Addr: dead, Timeout: 2 * time.Second}) })
+	h2 := newHarness(t, func(c *Config) { c.Sender = smtpSender(t, SMTPConfig{Addr: dead, Timeout: 2 * time.Second}) })
 	wantError(t, h2.do(http.MethodPost, "/api/v1/messages", h2.alice.Token, map[string]any{
 		"to": []string{"x@remote.example"}, "text": "hi"}), http.StatusBadGateway, "relay_unavailable", "")
 }
@@ -264,7 +264,7 @@ func TestSendRefused(t *testing.T) {
 func TestSendEncrypted(t *testing.T) {
 	r := &relay{}
 	addr := startRelay(t, r, nil)
-	h := newHarness(t, func(_ *Config, d *Deps) { d.Sender = NewSMTPSender(SMTPConfig{Addr: addr}) })
+	h := newHarness(t, func(c *Config) { c.Sender = smtpSender(t, SMTPConfig{Addr: addr}) })
 	priv, pub := newKey(t, "grace@remote.example")
 	// Alice's key is held by the server: sent mail is signed with it and
 	// also encrypted to it.

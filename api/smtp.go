@@ -50,15 +50,21 @@ type SMTPSender struct {
 	cfg SMTPConfig
 }
 
-// NewSMTPSender returns a Sender for cfg.
-func NewSMTPSender(cfg SMTPConfig) *SMTPSender {
+// NewSMTPSender returns a Sender for cfg; Addr is required.
+func NewSMTPSender(cfg SMTPConfig) (*SMTPSender, error) {
+	if _, _, err := net.SplitHostPort(cfg.Addr); err != nil {
+		return nil, fmt.Errorf("smtp: relay address %q: %w", cfg.Addr, err)
+	}
+	if cfg.RequireTLS && cfg.NoTLS {
+		return nil, errors.New("smtp: RequireTLS and NoTLS contradict each other")
+	}
 	if cfg.LocalName == "" {
 		cfg.LocalName = "localhost"
 	}
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = time.Minute
 	}
-	return &SMTPSender{cfg: cfg}
+	return &SMTPSender{cfg: cfg}, nil
 }
 
 // Send submits msg from the envelope sender to the recipients in one

@@ -40,9 +40,10 @@ the role's name, as in "caliopen serve -c FILE"):
 Set-up and administration:
   migrate                  create or upgrade the store schema
   domain add|list|remove   hosted mail domains
-  user add|list|passwd|key|remove|quota
-                           accounts (passwords are read from the terminal or stdin;
-                           quota LOGIN [SIZE|default|unlimited] shows or sets a mailbox quota)
+  user add|list|passwd|logout|key|remove|quota
+                           accounts (passwords are read from the terminal or stdin);
+                           passwd and logout end every API session of the user;
+                           quota LOGIN [SIZE|default|unlimited] shows or sets a mailbox quota
   address add|list|remove  a user's mailbox addresses
   alias add|list|remove    aliases and catch-alls (@domain), with several targets
   deliver RECIPIENT...     store one message read on stdin (Postfix pipe transport)

@@ -84,6 +84,8 @@ func TestAdministration(t *testing.T) {
 	c.fails("domain nowhere.org", "user", "add", "--address", "x@nowhere.org", "carol")
 	c.fails("not found", "user", "passwd", "carol") // carol was not created
 	c.fails("only a-z", "user", "add", "Carol Smith")
+	c.fails("--name holds a bidirectional override (U+202E)", "user", "add", "--name", "Carol \u202egnp.exe", "carol")
+	c.fails("--name holds a control character (U+0000)", "user", "add", "--name", "Carol\x00", "carol")
 	c.fails("already exists", "user", "add", "--address", "alice@example.org", "dave")
 	c.fails("not found", "user", "passwd", "dave")
 	c.fails("is a mailbox", "alias", "add", "alice@example.org", "bob@example.org")

@@ -160,14 +160,30 @@ func (a *app) startRuntime(ctx context.Context, roles string) (*runtime, func(),
 		}
 		fmt.Fprintln(w, "ok")
 	})
-	serveHTTP(rt, "operator", opLn, mux)
+	serveHTTP(rt, "operator", opLn, mux, operatorTimeouts)
 	a.log.Info("caliopen started", "roles", roles, "store", a.cfg.Store.Engine, "operator", opLn.Addr().String(), "version", version)
 	return rt, func() { st.Close() }, nil
 }
 
+// httpTimeouts bound what one client may hold of an HTTP server.
+type httpTimeouts struct {
+	readHeader, read, write, idle time.Duration
+}
+
+// operatorTimeouts suit /healthz and /metrics: small, quick answers.
+var operatorTimeouts = httpTimeouts{readHeader: 10 * time.Second, read: 30 * time.Second, write: 30 * time.Second, idle: time.Minute}
+
+// apiTimeouts are the api section's; the event stream lifts its own.
+func (a *app) apiTimeouts() httpTimeouts {
+	c := a.cfg.API
+	return httpTimeouts{readHeader: time.Duration(c.ReadHeaderTimeout), read: time.Duration(c.ReadTimeout),
+		write: time.Duration(c.WriteTimeout), idle: time.Duration(c.IdleTimeout)}
+}
+
 // serveHTTP runs h on ln inside the runtime's group and shuts it down gracefully.
-func serveHTTP(rt *runtime, name string, ln net.Listener, h http.Handler) {
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+func serveHTTP(rt *runtime, name string, ln net.Listener, h http.Handler, to httpTimeouts) {
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: to.readHeader, ReadTimeout: to.read,
+		WriteTimeout: to.write, IdleTimeout: to.idle}
 	rt.group.Go(func() error {
 		err := srv.Serve(ln)
 		if errors.Is(err, http.ErrServerClosed) {

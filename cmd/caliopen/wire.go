@@ -193,22 +193,58 @@ func (a *app) startAPI(rt *runtime, ing *ingest.Ingester, hub *api.Hub) error {
 	if err != nil {
 		return err
 	}
-	sub := a.cfg.API.Submission
-	// starttls = true: required and verified; false: plain, for a loopback relay.
-	smtp := api.SMTPConfig{Addr: sub.Address, Username: sub.Username, Password: sub.Password, RequireTLS: sub.StartTLS, NoTLS: !sub.StartTLS}
-	srv := api.NewServer(api.Config{
-		TokenTTL:  time.Duration(a.cfg.API.TokenTTL),
-		BodyLimit: fmt.Sprintf("%dB", a.cfg.API.MaxBody),
-	}, api.Deps{
-		Store:  rt.store,
-		Logger: a.log.With("role", "api"),
-		Sender: api.NewSMTPSender(smtp),
-		Sent:   ing,
-		Hub:    hub,
-	})
+	var srv *api.Server
+	cfg, err := a.apiConfig(rt.store, ing, hub)
+	if err == nil {
+		srv, err = api.New(cfg)
+	}
+	if err != nil {
+		ln.Close()
+		return err
+	}
 	logAttrsListen(a.log, "api", ln)
-	serveHTTP(rt, "api", ln, srv.Echo())
+	serveHTTP(rt, "api", ln, srv.Echo(), a.apiTimeouts())
 	return nil
+}
+
+// apiConfig is the api section of the configuration, with the API's
+// collaborators.
+func (a *app) apiConfig(st store.Store, sent api.SentStorer, hub *api.Hub) (api.Config, error) {
+	c := a.cfg.API
+	sub := c.Submission
+	// starttls = true: required and verified; false: plain, for a loopback relay.
+	sender, err := api.NewSMTPSender(api.SMTPConfig{Addr: sub.Address, LocalName: sub.HeloName,
+		Username: sub.Username, Password: sub.Password, RequireTLS: sub.StartTLS, NoTLS: !sub.StartTLS,
+		Timeout: time.Duration(sub.Timeout)})
+	if err != nil {
+		return api.Config{}, fmt.Errorf("api.submission: %w", err)
+	}
+	proxies, err := c.Proxies()
+	if err != nil {
+		return api.Config{}, fmt.Errorf("api.trusted_proxies: %w", err)
+	}
+	return api.Config{
+		Store:                 st,
+		Logger:                a.log.With("role", "api"),
+		Sender:                sender,
+		Sent:                  sent,
+		Hub:                   hub,
+		TokenTTL:              time.Duration(c.TokenTTL),
+		TokenIdle:             time.Duration(c.TokenIdle),
+		MaxBody:               int64(c.MaxBody),
+		OutboundAuthenticated: c.OutboundAuthenticated,
+		TrustedProxies:        proxies,
+		LoginUserBurst:        c.Login.UserBurst,
+		LoginUserInterval:     time.Duration(c.Login.UserInterval),
+		LoginAddrBurst:        c.Login.AddrBurst,
+		LoginAddrInterval:     time.Duration(c.Login.AddrInterval),
+		MaxConcurrentLogins:   c.Login.MaxConcurrent,
+		SendBurst:             c.Send.Burst,
+		SendInterval:          time.Duration(c.Send.Interval),
+		Heartbeat:             time.Duration(c.Events.Heartbeat),
+		MaxStreamsPerUser:     c.Events.MaxStreamsPerUser,
+		MaxStreams:            c.Events.MaxStreams,
+	}, nil
 }
 
 // serve runs its role; run has read its options (parseRoleFlags).

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -67,17 +68,69 @@ type Lookupd struct {
 }
 
 type API struct {
-	Listen     string     `toml:"listen"`
-	TokenTTL   Duration   `toml:"token_ttl"`
-	MaxBody    Size       `toml:"max_body"`
-	Submission Submission `toml:"submission"`
+	Listen                string   `toml:"listen"`
+	TokenTTL              Duration `toml:"token_ttl"`
+	TokenIdle             Duration `toml:"token_idle"`
+	MaxBody               Size     `toml:"max_body"`
+	OutboundAuthenticated bool     `toml:"outbound_authenticated"`
+	TrustedProxies        []string `toml:"trusted_proxies"` // CIDRs or addresses
+	// HTTP time-outs of the API's server; the event stream is exempt from
+	// read, write and idle.
+	ReadHeaderTimeout Duration   `toml:"read_header_timeout"`
+	ReadTimeout       Duration   `toml:"read_timeout"`
+	WriteTimeout      Duration   `toml:"write_timeout"`
+	IdleTimeout       Duration   `toml:"idle_timeout"`
+	Login             Login      `toml:"login"`
+	Send              Send       `toml:"send"`
+	Events            Events     `toml:"events"`
+	Submission        Submission `toml:"submission"`
+}
+
+// Proxies parses api.trusted_proxies: CIDRs, or single addresses.
+func (a API) Proxies() ([]netip.Prefix, error) {
+	var ps []netip.Prefix
+	for _, s := range a.TrustedProxies {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			addr, aerr := netip.ParseAddr(s)
+			if aerr != nil {
+				return nil, fmt.Errorf("%q is not an address or a CIDR like 192.0.2.0/24", s)
+			}
+			p = netip.PrefixFrom(addr, addr.BitLen())
+		}
+		ps = append(ps, p.Masked())
+	}
+	return ps, nil
+}
+
+// Login limits failed logins per user name and per client address.
+type Login struct {
+	UserBurst     int      `toml:"user_burst"`
+	UserInterval  Duration `toml:"user_interval"`
+	AddrBurst     int      `toml:"addr_burst"`
+	AddrInterval  Duration `toml:"addr_interval"`
+	MaxConcurrent int      `toml:"max_concurrent"`
+}
+
+// Send limits sending per user, in envelope recipients.
+type Send struct {
+	Burst    int      `toml:"burst"`
+	Interval Duration `toml:"interval"`
+}
+
+type Events struct {
+	Heartbeat         Duration `toml:"heartbeat"`
+	MaxStreamsPerUser int      `toml:"max_streams_per_user"`
+	MaxStreams        int      `toml:"max_streams"`
 }
 
 type Submission struct {
-	Address  string `toml:"address"`
-	Username string `toml:"username"`
-	Password string `toml:"password"`
-	StartTLS bool   `toml:"starttls"`
+	Address  string   `toml:"address"`
+	Username string   `toml:"username"`
+	Password string   `toml:"password"`
+	StartTLS bool     `toml:"starttls"`
+	HeloName string   `toml:"helo_name"`
+	Timeout  Duration `toml:"timeout"`
 }
 
 type DNS struct {
@@ -122,10 +175,21 @@ func Default() Config {
 		Milter:  Milter{Listen: "127.0.0.1:10027", MaxMessageSize: 50 << 20, DiscardStored: true},
 		Lookupd: Lookupd{Socketmap: "127.0.0.1:10026", RecipientDelimiter: "+"},
 		API: API{
-			Listen:     "127.0.0.1:8080",
-			TokenTTL:   Duration(30 * 24 * time.Hour),
-			MaxBody:    25 << 20,
-			Submission: Submission{Address: "127.0.0.1:25"},
+			Listen:    "127.0.0.1:8080",
+			TokenTTL:  Duration(30 * 24 * time.Hour),
+			TokenIdle: Duration(7 * 24 * time.Hour),
+			MaxBody:   25 << 20,
+			// A 25 MB body must fit in read_timeout on a slow uplink, a
+			// large attachment in write_timeout on a slow downlink.
+			ReadHeaderTimeout: Duration(10 * time.Second),
+			ReadTimeout:       Duration(5 * time.Minute),
+			WriteTimeout:      Duration(5 * time.Minute),
+			IdleTimeout:       Duration(2 * time.Minute),
+			Login: Login{UserBurst: 5, UserInterval: Duration(time.Minute),
+				AddrBurst: 20, AddrInterval: Duration(10 * time.Second), MaxConcurrent: 4},
+			Send:       Send{Burst: 100, Interval: Duration(36 * time.Second)},
+			Events:     Events{Heartbeat: Duration(25 * time.Second), MaxStreamsPerUser: 10, MaxStreams: 10_000},
+			Submission: Submission{Address: "127.0.0.1:25", HeloName: "localhost", Timeout: Duration(time.Minute)},
 		},
 		DNS:      DNS{Timeout: Duration(3 * time.Second), CacheSize: 10000},
 		Verify:   Verify{Budget: Duration(5 * time.Second), RetryInterval: Duration(5 * time.Minute)},
@@ -271,8 +335,35 @@ func (c Config) Validate() error {
 	if c.DNS.CacheSize < 0 {
 		bad("dns.cache_size", "must not be negative (0 turns the cache off)")
 	}
-	if c.API.TokenTTL <= 0 {
-		bad("api.token_ttl", "must be positive")
+	for key, d := range map[string]Duration{
+		"api.token_ttl": c.API.TokenTTL, "api.token_idle": c.API.TokenIdle,
+		"api.login.user_interval": c.API.Login.UserInterval, "api.login.addr_interval": c.API.Login.AddrInterval,
+		"api.send.interval": c.API.Send.Interval, "api.events.heartbeat": c.API.Events.Heartbeat,
+		"api.submission.timeout":  c.API.Submission.Timeout,
+		"api.read_header_timeout": c.API.ReadHeaderTimeout, "api.read_timeout": c.API.ReadTimeout,
+		"api.write_timeout": c.API.WriteTimeout, "api.idle_timeout": c.API.IdleTimeout,
+	} {
+		if d <= 0 {
+			bad(key, "must be positive")
+		}
+	}
+	for key, n := range map[string]int{
+		"api.login.user_burst": c.API.Login.UserBurst, "api.login.addr_burst": c.API.Login.AddrBurst,
+		"api.login.max_concurrent": c.API.Login.MaxConcurrent, "api.send.burst": c.API.Send.Burst,
+		"api.events.max_streams_per_user": c.API.Events.MaxStreamsPerUser, "api.events.max_streams": c.API.Events.MaxStreams,
+	} {
+		if n <= 0 {
+			bad(key, "must be positive")
+		}
+	}
+	if _, err := c.API.Proxies(); err != nil {
+		bad("api.trusted_proxies", "%v", err)
+	}
+	if c.API.MaxBody <= 0 {
+		bad("api.max_body", "must be positive")
+	}
+	if c.API.Submission.HeloName == "" {
+		bad("api.submission.helo_name", "must not be empty")
 	}
 	return errors.Join(errs...)
 }
@@ -349,6 +440,12 @@ func Set(c *Config, key, value string) error {
 	switch target.Kind() {
 	case reflect.String:
 		target.SetString(value)
+	case reflect.Int:
+		n, err := strconv.Atoi(strings.TrimSpace(value))
+		if err != nil {
+			return fmt.Errorf("%s: %q is not a whole number", key, value)
+		}
+		target.SetInt(int64(n))
 	case reflect.Bool:
 		b, err := strconv.ParseBool(value)
 		if err != nil {

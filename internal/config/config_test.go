@@ -67,6 +67,7 @@ func TestExampleIsTheDefault(t *testing.T) {
 	want.Store.Path = filepath.Join(want.DataDir, "caliopen.db")
 	got.Lookupd.TCPTable = nil
 	got.Verify.TrustedARCSealers = nil
+	got.API.TrustedProxies = nil
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("contrib/caliopen.toml differs from the defaults:\n got %+v\nwant %+v", got, want)
 	}
@@ -121,6 +122,11 @@ func TestErrorsNameLineAndKey(t *testing.T) {
 		{sets: []string{"api.token_ttl=soon"}, want: `"soon" is not a duration`},
 		{sets: []string{"store.cassandra.password=hunter2"}, want: "not on the command line"},
 		{sets: []string{"lookupd.tcp_table=127.0.0.1:1=users"}, want: `unknown map "users"`},
+		{sets: []string{"api.login.user_burst=0"}, want: "api.login.user_burst: must be positive"},
+		{sets: []string{"api.send.burst=many"}, want: `api.send.burst: "many" is not a whole number`},
+		{file: "[api.events]\nmax_streams = -1\n", want: "api.events.max_streams: must be positive"},
+		{sets: []string{"api.trusted_proxies=10.0.0.0/8,proxy.example"}, want: `api.trusted_proxies: "proxy.example" is not an address or a CIDR`},
+		{sets: []string{"verify.budget=0s"}, want: "verify.budget: must be positive"},
 	}
 	for _, tc := range cases {
 		path := ""
