@@ -31,7 +31,7 @@ func Example() {
 	defer st.Close()
 
 	reg := prometheus.NewRegistry() // exposed by the caller's /metrics handler
-	srv, err := lookupd.New(resolve.New(st), lookupd.Config{Log: slog.Default(), Registerer: reg})
+	srv, err := lookupd.New(lookupd.Config{Resolver: resolve.New(st), Logger: slog.Default(), Registerer: reg})
 	if err != nil {
 		log.Fatal(err)
 	}

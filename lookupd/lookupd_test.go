@@ -86,11 +86,12 @@ func testLogger(t testing.TB) *slog.Logger {
 func start(t testing.TB, st store.Store, cfg lookupd.Config) *env {
 	t.Helper()
 	e := &env{st: &flakyStore{Store: st}, reg: prometheus.NewRegistry(), tcpAddr: map[string]string{}}
-	if cfg.Log == nil {
-		cfg.Log = testLogger(t)
+	if cfg.Logger == nil {
+		cfg.Logger = testLogger(t)
 	}
 	cfg.Registerer = e.reg
-	srv, err := lookupd.New(resolve.New(e.st), cfg)
+	cfg.Resolver = resolve.New(e.st)
+	srv, err := lookupd.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -545,7 +546,7 @@ func TestGracefulShutdown(t *testing.T) {
 
 func TestServeTCPTableUnknownMap(t *testing.T) {
 	st := newTestStore(t)
-	srv, err := lookupd.New(resolve.New(st), lookupd.Config{})
+	srv, err := lookupd.New(lookupd.Config{Resolver: resolve.New(st)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -564,14 +565,14 @@ func TestServeTCPTableUnknownMap(t *testing.T) {
 func TestNewRegistersMetricsOnce(t *testing.T) {
 	st := newTestStore(t)
 	reg := prometheus.NewRegistry()
-	if _, err := lookupd.New(resolve.New(st), lookupd.Config{Registerer: reg}); err != nil {
+	if _, err := lookupd.New(lookupd.Config{Resolver: resolve.New(st), Registerer: reg}); err != nil {
 		t.Fatal(err)
 	}
 	// A second server on the same registry is a configuration error.
-	if _, err := lookupd.New(resolve.New(st), lookupd.Config{Registerer: reg}); err == nil {
+	if _, err := lookupd.New(lookupd.Config{Resolver: resolve.New(st), Registerer: reg}); err == nil {
 		t.Error("second New on the same registry succeeded; want a registration error")
 	}
-	if _, err := lookupd.New(nil, lookupd.Config{}); err == nil {
+	if _, err := lookupd.New(lookupd.Config{}); err == nil {
 		t.Error("New(nil) succeeded")
 	}
 }
@@ -649,7 +650,7 @@ func TestLookupPanic(t *testing.T) {
 func TestListenerClosed(t *testing.T) {
 	st := newTestStore(t)
 	populate(t, st)
-	srv, err := lookupd.New(resolve.New(st), lookupd.Config{Log: testLogger(t)})
+	srv, err := lookupd.New(lookupd.Config{Resolver: resolve.New(st), Logger: testLogger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

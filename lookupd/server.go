@@ -71,11 +71,25 @@ const (
 	DefaultMaxRequestSize = 4096
 )
 
-// Config tunes a Server. Zero values mean the defaults.
+// Resolver answers lookups; *resolve.Resolver implements it. It is the
+// same code ingest uses to find the users a recipient reaches.
+type Resolver interface {
+	Domain(ctx context.Context, name string) (store.Domain, error)
+	Mailbox(ctx context.Context, addr string) (store.Address, error)
+	Alias(ctx context.Context, addr string) ([]string, error)
+	Logins(ctx context.Context, addr string) ([]string, error)
+}
+
+var _ Resolver = (*resolve.Resolver)(nil)
+
+// Config holds a Server's settings and dependencies. Zero values mean the
+// defaults.
 type Config struct {
-	// Log receives lookup failures and protocol errors (Warn), and every
+	// Resolver answers the lookups. Required.
+	Resolver Resolver
+	// Logger receives lookup failures and protocol errors (Warn), and every
 	// lookup at Debug. Nil discards.
-	Log *slog.Logger
+	Logger *slog.Logger
 	// Registerer receives the server's metrics. Nil registers nowhere.
 	Registerer prometheus.Registerer
 	// MaxConns bounds concurrent connections over all listeners; more are
@@ -101,21 +115,21 @@ type Config struct {
 // Server answers Postfix table lookups. Create it with New; one Server may
 // serve any number of listeners of both protocols at once.
 type Server struct {
-	res     *resolve.Resolver
+	res     Resolver
 	log     *slog.Logger
 	cfg     Config
 	slots   chan struct{} // connection slots, shared by all listeners
 	metrics *metrics
 }
 
-// New returns a Server answering from r and registers its metrics with
-// cfg.Registerer.
-func New(r *resolve.Resolver, cfg Config) (*Server, error) {
-	if r == nil || r.Store == nil {
-		return nil, errors.New("lookupd: a resolver with a store is required")
+// New returns a Server answering from cfg.Resolver and registers its
+// metrics with cfg.Registerer.
+func New(cfg Config) (*Server, error) {
+	if cfg.Resolver == nil {
+		return nil, errors.New("lookupd: Config.Resolver is required")
 	}
-	if cfg.Log == nil {
-		cfg.Log = slog.New(slog.DiscardHandler)
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	if cfg.MaxConns <= 0 {
 		cfg.MaxConns = DefaultMaxConns
@@ -137,8 +151,8 @@ func New(r *resolve.Resolver, cfg Config) (*Server, error) {
 		return nil, err
 	}
 	return &Server{
-		res:     r,
-		log:     cfg.Log,
+		res:     cfg.Resolver,
+		log:     cfg.Logger,
 		cfg:     cfg,
 		slots:   make(chan struct{}, cfg.MaxConns),
 		metrics: m,

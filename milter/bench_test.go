@@ -220,7 +220,7 @@ func benchThroughput(b *testing.B, ing Ingester, unix, discard bool) {
 	for _, m := range msgs {
 		total += int64(len(m))
 	}
-	srv := &Server{Ingester: ing, DiscardStored: discard, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	srv := Config{Ingester: ing, DiscardStored: discard}
 	var withMilter *postfixtest.Instance
 	if unix {
 		withMilter = postfixtest.Start(b, postfixtest.Options{Include: &postfixtest.Include{LookupdAddr: startSocketmap(b)}})
@@ -374,7 +374,11 @@ func milterChild(addr string) int {
 	fmt.Println("ready")
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer cancel()
-	srv := &Server{Ingester: &copyIngester{}, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	srv, err := New(Config{Ingester: &copyIngester{}})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
 	if err := srv.Serve(ctx, ln); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1

@@ -40,7 +40,7 @@ type Ingester interface {
 	Ingest(ctx context.Context, env ingest.Envelope, raw []byte) (ingest.Result, error)
 }
 
-// Defaults for the zero values of Server's fields.
+// Defaults for Config's zero values.
 const (
 	// DefaultMaxMessageBytes matches config's milter.max_message_size and the
 	// message_size_limit in contrib/postfix/main.cf.
@@ -54,9 +54,9 @@ const (
 	DefaultShutdownTimeout = 30 * time.Second
 )
 
-// Server is the milter. Set its fields, then call Serve; do not change them
-// while it serves.
-type Server struct {
+// Config holds a Server's settings and dependencies. Zero values mean the
+// defaults.
+type Config struct {
 	// Ingester stores messages. Required.
 	Ingester Ingester
 	// MaxMessageBytes limits a message's header and body as received; a
@@ -78,10 +78,42 @@ type Server struct {
 	// ShutdownTimeout bounds the drain when Serve's context ends. Zero
 	// means DefaultShutdownTimeout.
 	ShutdownTimeout time.Duration
-	// Log receives one line per message and any errors; nil means slog.Default().
-	Log *slog.Logger
-	// Metrics, when set, receives the milter's Prometheus collectors.
-	Metrics prometheus.Registerer
+	// Logger receives one line per message and any errors; nil discards.
+	Logger *slog.Logger
+	// Registerer, when set, receives the milter's Prometheus collectors.
+	Registerer prometheus.Registerer
+}
+
+// Server is the milter. Create it with New; one Server may serve several
+// listeners at once.
+type Server struct {
+	cfg     Config
+	log     *slog.Logger
+	metrics *metrics
+}
+
+// New checks cfg, fills in defaults and registers the metrics.
+func New(cfg Config) (*Server, error) {
+	if cfg.Ingester == nil {
+		return nil, errors.New("milter: Config.Ingester is required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.MaxMessageBytes <= 0 {
+		cfg.MaxMessageBytes = DefaultMaxMessageBytes
+	}
+	if cfg.IngestTimeout <= 0 {
+		cfg.IngestTimeout = DefaultIngestTimeout
+	}
+	if cfg.ShutdownTimeout <= 0 {
+		cfg.ShutdownTimeout = DefaultShutdownTimeout
+	}
+	m, err := newMetrics(cfg.Registerer)
+	if err != nil {
+		return nil, err
+	}
+	return &Server{cfg: cfg, log: cfg.Logger, metrics: m}, nil
 }
 
 // Macros the milter needs, per stage, requested with SMFIF_SETSYMLIST.
@@ -112,29 +144,16 @@ const protocol = gomilter.OptNoUnknown | gomilter.OptNoData | gomilter.OptHeader
 // Serve closes ln.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	defer ln.Close()
-	if s.Ingester == nil {
-		return errors.New("milter: Server.Ingester is nil")
-	}
-	m, err := newMetrics(s.Metrics)
-	if err != nil {
-		return err
-	}
 	run := &runner{
 		srv:     s,
-		log:     s.logger(),
-		metrics: m,
-		max:     s.MaxMessageBytes,
-		timeout: s.IngestTimeout,
+		log:     s.log,
+		metrics: s.metrics,
+		max:     s.cfg.MaxMessageBytes,
+		timeout: s.cfg.IngestTimeout,
 		conns:   map[*conn]struct{}{},
 		// Ingest must finish even while Serve drains: the message is in
 		// flight and its sender waits for our answer.
 		ingestCtx: context.WithoutCancel(ctx),
-	}
-	if run.max <= 0 {
-		run.max = DefaultMaxMessageBytes
-	}
-	if run.timeout <= 0 {
-		run.timeout = DefaultIngestTimeout
 	}
 
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
@@ -160,19 +179,8 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	}
 	ln.Close()
 
-	shutdown := s.ShutdownTimeout
-	if shutdown <= 0 {
-		shutdown = DefaultShutdownTimeout
-	}
-	run.drain(shutdown)
+	run.drain(s.cfg.ShutdownTimeout)
 	return acceptErr
-}
-
-func (s *Server) logger() *slog.Logger {
-	if s.Log != nil {
-		return s.Log
-	}
-	return slog.Default()
 }
 
 // runner is one Serve call's state.

@@ -169,7 +169,7 @@ func (s *session) grow(n int64) bool {
 
 // Body is the end of the message: store it, then answer. Success answers
 // CONTINUE (Postfix delivers what is left: hosted recipients to discard:,
-// others as usual) or, with Server.DiscardStored and every recipient
+// others as usual) or, with Config.DiscardStored and every recipient
 // stored, DISCARD. Never ACCEPT, which would skip later milters. go-milter
 // replaces the handler after DISCARD; the connection's facts live in conn
 // and survive it.
@@ -221,7 +221,7 @@ func (s *session) Body(m *gomilter.Modifier) (gomilter.Response, error) {
 	}
 	r.metrics.accepted.Inc()
 	r.metrics.bytes.Add(float64(len(raw)))
-	discard := r.srv.DiscardStored && res.Complete
+	discard := r.srv.cfg.DiscardStored && res.Complete
 	log.Info("milter: message stored", "deliveries", len(res.Deliveries), "discard", discard, "duration", elapsed)
 	if discard {
 		r.metrics.discarded.Inc()
@@ -241,7 +241,7 @@ func (s *session) ingest(env ingest.Envelope, raw []byte) (res ingest.Result, er
 			err = fmt.Errorf("ingest panicked: %v\n%s", v, bytes.TrimSpace(debug.Stack()))
 		}
 	}()
-	return r.srv.Ingester.Ingest(ctx, env, raw)
+	return r.srv.cfg.Ingester.Ingest(ctx, env, raw)
 }
 
 // Abort ends the transaction (Postfix sends it after every message, not

@@ -94,12 +94,16 @@ func (a *app) startMilter(rt *runtime, ing milter.Ingester) error {
 	if err != nil {
 		return err
 	}
-	srv := &milter.Server{
+	srv, err := milter.New(milter.Config{
 		Ingester:        ing,
 		MaxMessageBytes: int64(a.cfg.Milter.MaxMessageSize),
 		DiscardStored:   a.cfg.Milter.DiscardStored,
-		Log:             a.log.With("role", "milter"),
-		Metrics:         rt.reg,
+		Logger:          a.log.With("role", "milter"),
+		Registerer:      rt.reg,
+	})
+	if err != nil {
+		ln.Close()
+		return err
 	}
 	logAttrsListen(a.log, "milter", ln)
 	rt.group.Go(func() error { return srv.Serve(rt.ctx, ln) })
@@ -107,7 +111,11 @@ func (a *app) startMilter(rt *runtime, ing milter.Ingester) error {
 }
 
 func (a *app) startLookupd(rt *runtime) error {
-	srv, err := lookupd.New(a.resolver(rt.store), lookupd.Config{Log: a.log.With("role", "lookupd"), Registerer: rt.reg})
+	srv, err := lookupd.New(lookupd.Config{
+		Resolver:   a.resolver(rt.store),
+		Logger:     a.log.With("role", "lookupd"),
+		Registerer: rt.reg,
+	})
 	if err != nil {
 		return err
 	}
