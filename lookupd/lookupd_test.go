@@ -472,7 +472,7 @@ func TestMaxConns(t *testing.T) {
 	}
 	over := dial(t, e.sockAddr)
 	over.expectClosed(2 * time.Second)
-	checkCounter(t, e.reg, "caliopen_lookupd_connections_rejected_total", nil, 1)
+	checkCounter(t, e.reg, "caliopen_lookupd_connections_rejected_total", map[string]string{"reason": "max_conns"}, 1)
 	checkGauge(t, e.reg, "caliopen_lookupd_connections", map[string]string{"protocol": "socketmap"}, 1)
 
 	// A freed slot is available again.

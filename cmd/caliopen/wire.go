@@ -111,10 +111,20 @@ func (a *app) startMilter(rt *runtime, ing milter.Ingester) error {
 }
 
 func (a *app) startLookupd(rt *runtime) error {
+	lc := a.cfg.Lookupd
+	allowed, err := lc.AllowedPrefixes()
+	if err != nil {
+		return fmt.Errorf("lookupd.allowed_clients: %w", err)
+	}
 	srv, err := lookupd.New(lookupd.Config{
-		Resolver:   a.resolver(rt.store),
-		Logger:     a.log.With("role", "lookupd"),
-		Registerer: rt.reg,
+		Resolver:           a.resolver(rt.store),
+		Logger:             a.log.With("role", "lookupd"),
+		Registerer:         rt.reg,
+		MaxConns:           lc.MaxConnections,
+		MaxConnsPerClient:  lc.MaxConnectionsPerClient,
+		IdleTimeout:        time.Duration(lc.IdleTimeout),
+		AllowedClients:     allowed,
+		RefusalLogInterval: time.Duration(lc.RefusalLogInterval),
 	})
 	if err != nil {
 		return err

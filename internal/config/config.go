@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -61,6 +62,30 @@ type Lookupd struct {
 	// TCPTable maps a listen address to the one map it serves (tcp_table has no map name).
 	TCPTable           map[string]string `toml:"tcp_table"`
 	RecipientDelimiter string            `toml:"recipient_delimiter"`
+	// Connection limits, so that no client can starve Postfix's lookups.
+	MaxConnections          int      `toml:"max_connections"`
+	MaxConnectionsPerClient int      `toml:"max_connections_per_client"`
+	IdleTimeout             Duration `toml:"idle_timeout"`
+	AllowedClients          []string `toml:"allowed_clients"` // TCP peers: CIDR prefixes or addresses
+	RefusalLogInterval      Duration `toml:"refusal_log_interval"`
+}
+
+// AllowedPrefixes parses allowed_clients; a bare address is a one-address
+// prefix.
+func (l Lookupd) AllowedPrefixes() ([]netip.Prefix, error) {
+	out := make([]netip.Prefix, 0, len(l.AllowedClients))
+	for _, s := range l.AllowedClients {
+		if a, err := netip.ParseAddr(s); err == nil {
+			out = append(out, netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()))
+			continue
+		}
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return nil, fmt.Errorf("%q is not an address or a CIDR prefix", s)
+		}
+		out = append(out, p.Masked())
+	}
+	return out, nil
 }
 
 type API struct {
@@ -109,8 +134,13 @@ func Default() Config {
 				ConnectTimeout: Duration(5 * time.Second),
 			},
 		},
-		Milter:  Milter{Listen: "127.0.0.1:10027", MaxMessageSize: 50 << 20, DiscardStored: true},
-		Lookupd: Lookupd{Socketmap: "127.0.0.1:10026", RecipientDelimiter: "+"},
+		Milter: Milter{Listen: "127.0.0.1:10027", MaxMessageSize: 50 << 20, DiscardStored: true},
+		Lookupd: Lookupd{
+			Socketmap: "127.0.0.1:10026", RecipientDelimiter: "+",
+			MaxConnections: 1024, MaxConnectionsPerClient: 512, IdleTimeout: Duration(2 * time.Minute),
+			AllowedClients:     []string{"127.0.0.0/8", "::1"},
+			RefusalLogInterval: Duration(time.Minute),
+		},
 		API: API{
 			Listen:     "127.0.0.1:8080",
 			TokenTTL:   Duration(30 * 24 * time.Hour),
@@ -244,6 +274,21 @@ func (c Config) Validate() error {
 	if len(c.Lookupd.RecipientDelimiter) > 1 {
 		bad("lookupd.recipient_delimiter", "must be one character or empty, not %q", c.Lookupd.RecipientDelimiter)
 	}
+	if _, err := c.Lookupd.AllowedPrefixes(); err != nil {
+		bad("lookupd.allowed_clients", "%v", err)
+	}
+	if c.Lookupd.MaxConnections <= 0 {
+		bad("lookupd.max_connections", "must be positive")
+	}
+	if c.Lookupd.MaxConnectionsPerClient <= 0 {
+		bad("lookupd.max_connections_per_client", "must be positive")
+	}
+	if c.Lookupd.IdleTimeout <= 0 {
+		bad("lookupd.idle_timeout", "must be positive")
+	}
+	if c.Lookupd.RefusalLogInterval <= 0 {
+		bad("lookupd.refusal_log_interval", "must be positive")
+	}
 	if c.Milter.MaxMessageSize <= 0 {
 		bad("milter.max_message_size", "must be positive")
 	}
@@ -325,6 +370,12 @@ func Set(c *Config, key, value string) error {
 	switch target.Kind() {
 	case reflect.String:
 		target.SetString(value)
+	case reflect.Int:
+		n, err := strconv.Atoi(strings.TrimSpace(value))
+		if err != nil {
+			return fmt.Errorf("%s: %q is not a whole number", key, value)
+		}
+		target.SetInt(int64(n))
 	case reflect.Bool:
 		b, err := strconv.ParseBool(value)
 		if err != nil {
