@@ -29,8 +29,8 @@ type refusalCounter struct {
 }
 
 func (h *refusalCounter) Enabled(context.Context, slog.Level) bool { return true }
-func (h *refusalCounter) WithAttrs([]slog.Attr) slog.Handler      { return h }
-func (h *refusalCounter) WithGroup(string) slog.Handler           { return h }
+func (h *refusalCounter) WithAttrs([]slog.Attr) slog.Handler       { return h }
+func (h *refusalCounter) WithGroup(string) slog.Handler            { return h }
 func (h *refusalCounter) Handle(_ context.Context, r slog.Record) error {
 	if r.Message != "lookupd refused connections" {
 		return nil
@@ -263,4 +263,3 @@ func TestMain(m *testing.M) {
 	}
 	os.Exit(m.Run())
 }
-
