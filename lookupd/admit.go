@@ -1,11 +1,9 @@
 package lookupd
 
 import (
-	"log/slog"
 	"net"
 	"net/netip"
 	"sync"
-	"time"
 )
 
 // Why a connection was refused, as logged and as the metric's label.
@@ -92,51 +90,4 @@ func (a *admission) allows(ip netip.Addr) bool {
 		}
 	}
 	return false
-}
-
-// refusalLog logs refused connections at most once per interval: a flood
-// of refusals is one attack, and thousands of identical lines would bury
-// everything else. The first refusal is logged at once; those that follow
-// within the interval are counted and logged as one line when it ends.
-type refusalLog struct {
-	log      *slog.Logger
-	interval time.Duration
-
-	mu      sync.Mutex
-	last    time.Time // when the last line was written
-	pending int       // refusals since then, not yet logged
-	reason  string    // of the latest pending refusal
-	client  string
-	timer   *time.Timer
-}
-
-func (r *refusalLog) note(reason, client string) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.pending++
-	r.reason, r.client = reason, client
-	if wait := r.interval - time.Since(r.last); wait > 0 {
-		if r.timer == nil {
-			r.timer = time.AfterFunc(wait, r.flush)
-		}
-		return
-	}
-	r.writeLocked()
-}
-
-func (r *refusalLog) flush() {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.timer = nil
-	if r.pending > 0 {
-		r.writeLocked()
-	}
-}
-
-func (r *refusalLog) writeLocked() {
-	r.log.Warn("lookupd refused connections", slog.Int("count", r.pending),
-		slog.String("last_reason", r.reason), slog.String("last_client", r.client),
-		slog.Duration("log_interval", r.interval))
-	r.pending = 0
-	r.last = time.Now()
 }

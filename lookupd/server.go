@@ -41,6 +41,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/caliopen/caliopen/internal/ratelog"
 	"github.com/caliopen/caliopen/resolve"
 	"github.com/caliopen/caliopen/store"
 )
@@ -145,7 +146,7 @@ type Server struct {
 	log      *slog.Logger
 	cfg      Config
 	admit    *admission
-	refusals *refusalLog
+	refusals *ratelog.Logger
 	metrics  *metrics
 }
 
@@ -194,7 +195,7 @@ func New(cfg Config) (*Server, error) {
 		log:      cfg.Logger,
 		cfg:      cfg,
 		admit:    newAdmission(cfg),
-		refusals: &refusalLog{log: cfg.Logger, interval: cfg.RefusalLogInterval},
+		refusals: ratelog.New(cfg.Logger, "lookupd refused connections", cfg.RefusalLogInterval),
 		metrics:  m,
 	}, nil
 }
@@ -436,7 +437,7 @@ func (s *Server) serve(ctx context.Context, ln net.Listener, p protocol, handle 
 			// Closed at once, so the client fails fast (Postfix then
 			// defers) instead of hanging in the listen backlog.
 			s.metrics.rejected[refused].Inc()
-			s.refusals.note(refused, nc.RemoteAddr().String())
+			s.refusals.Note(slog.String("last_reason", refused), slog.String("last_client", nc.RemoteAddr().String()))
 			nc.Close()
 			continue
 		}
