@@ -13,6 +13,7 @@ type metrics struct {
 	bytes                          prometheus.Counter
 	ingestSeconds                  prometheus.Observer
 	connections                    prometheus.Gauge
+	refused                        prometheus.Counter
 }
 
 // newMetrics builds the collectors and registers them on reg when non-nil.
@@ -40,8 +41,15 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		Namespace: "caliopen", Subsystem: "milter", Name: "connections",
 		Help: "Open milter connections (one per Postfix SMTP session).",
 	})
+	refused := prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: "caliopen", Subsystem: "milter", Name: "connections_refused_total",
+		Help: "Connections closed at once because milter.max_connections were open (Postfix applies milter_default_action).",
+	})
 	if reg != nil {
 		var err error
+		if refused, err = register(reg, refused); err != nil {
+			return nil, err
+		}
 		if messages, err = register(reg, messages); err != nil {
 			return nil, err
 		}
@@ -66,6 +74,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		bytes:         bytes,
 		ingestSeconds: latency,
 		connections:   conns,
+		refused:       refused,
 	}, nil
 }
 

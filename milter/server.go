@@ -24,6 +24,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"sync"
 	"time"
 
@@ -31,6 +32,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/caliopen/caliopen/ingest"
+	"github.com/caliopen/caliopen/internal/ratelog"
 )
 
 // Ingester stores one message; *ingest.Ingester implements it. An error
@@ -52,6 +54,17 @@ const (
 	// DefaultShutdownTimeout bounds how long Serve waits, after its context
 	// ends, for messages being stored to get their answer.
 	DefaultShutdownTimeout = 30 * time.Second
+	// DefaultMaxConns: Postfix opens one connection per SMTP session
+	// (smtpd's default_process_limit is 100) plus one per message it
+	// makes itself, through non_smtpd_milters.
+	DefaultMaxConns = 512
+	// DefaultIdleTimeout is far above Postfix's smtpd_timeout (300s): the
+	// milter hears nothing while a slow client sends its DATA, which has
+	// no overall time limit. It reclaims connections whose peer vanished.
+	DefaultIdleTimeout = time.Hour
+	// refusalLogInterval: at most one line a minute about refused
+	// connections, with their count.
+	refusalLogInterval = time.Minute
 )
 
 // Config holds a Server's settings and dependencies. Zero values mean the
@@ -78,6 +91,14 @@ type Config struct {
 	// ShutdownTimeout bounds the drain when Serve's context ends. Zero
 	// means DefaultShutdownTimeout.
 	ShutdownTimeout time.Duration
+	// MaxConns bounds the open connections over all listeners; more are
+	// accepted and closed at once, and Postfix applies
+	// milter_default_action (tempfail: the sender retries). Zero means
+	// DefaultMaxConns.
+	MaxConns int
+	// IdleTimeout closes a connection on which Postfix sends nothing for
+	// that long. Zero means DefaultIdleTimeout.
+	IdleTimeout time.Duration
 	// Logger receives one line per message and any errors; nil discards.
 	Logger *slog.Logger
 	// Registerer, when set, receives the milter's Prometheus collectors.
@@ -87,9 +108,11 @@ type Config struct {
 // Server is the milter. Create it with New; one Server may serve several
 // listeners at once.
 type Server struct {
-	cfg     Config
-	log     *slog.Logger
-	metrics *metrics
+	cfg      Config
+	log      *slog.Logger
+	metrics  *metrics
+	slots    chan struct{} // connection slots, shared by all listeners
+	refusals *ratelog.Logger
 }
 
 // New checks cfg, fills in defaults and registers the metrics.
@@ -109,11 +132,23 @@ func New(cfg Config) (*Server, error) {
 	if cfg.ShutdownTimeout <= 0 {
 		cfg.ShutdownTimeout = DefaultShutdownTimeout
 	}
+	if cfg.MaxConns <= 0 {
+		cfg.MaxConns = DefaultMaxConns
+	}
+	if cfg.IdleTimeout <= 0 {
+		cfg.IdleTimeout = DefaultIdleTimeout
+	}
 	m, err := newMetrics(cfg.Registerer)
 	if err != nil {
 		return nil, err
 	}
-	return &Server{cfg: cfg, log: cfg.Logger, metrics: m}, nil
+	return &Server{
+		cfg:      cfg,
+		log:      cfg.Logger,
+		metrics:  m,
+		slots:    make(chan struct{}, cfg.MaxConns),
+		refusals: ratelog.New(cfg.Logger, "milter: refused connections, milter.max_connections open", refusalLogInterval),
+	}, nil
 }
 
 // Macros the milter needs, per stage, requested with SMFIF_SETSYMLIST.
@@ -175,6 +210,14 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 			}
 			break
 		}
+		select {
+		case s.slots <- struct{}{}:
+		default:
+			s.metrics.refused.Inc()
+			s.refusals.Note(slog.String("last_client", nc.RemoteAddr().String()), slog.Int("max_connections", s.cfg.MaxConns))
+			nc.Close()
+			continue
+		}
 		run.serveConn(nc)
 	}
 	ln.Close()
@@ -210,6 +253,7 @@ func (r *runner) serveConn(nc net.Conn) {
 	if r.draining {
 		r.mu.Unlock()
 		nc.Close()
+		<-r.srv.slots
 		return
 	}
 	r.conns[c] = struct{}{}
@@ -260,6 +304,7 @@ func (r *runner) forget(c *conn) {
 	r.mu.Lock()
 	delete(r.conns, c)
 	r.mu.Unlock()
+	<-r.srv.slots
 	r.metrics.connections.Dec()
 	r.wg.Done()
 }
@@ -326,12 +371,20 @@ func (c *conn) Write(p []byte) (int, error) {
 // reports a connection we closed as EOF, so go-milter ends the session
 // quietly instead of logging a read error.
 func (c *conn) Read(p []byte) (int, error) {
+	if c.br.Buffered() == 0 {
+		// About to wait for Postfix: bound the wait.
+		_ = c.Conn.SetReadDeadline(time.Now().Add(c.run.srv.cfg.IdleTimeout))
+	}
 	n, err := c.br.Read(p)
 	if err != nil {
 		select {
 		case <-c.done:
 			return n, io.EOF
 		default:
+		}
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			c.run.log.Info("milter: idle connection closed", "client", c.RemoteAddr().String(), "idle_timeout", c.run.srv.cfg.IdleTimeout)
+			return n, io.EOF
 		}
 	}
 	return n, err

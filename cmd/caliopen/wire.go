@@ -98,6 +98,8 @@ func (a *app) startMilter(rt *runtime, ing milter.Ingester) error {
 		Ingester:        ing,
 		MaxMessageBytes: int64(a.cfg.Milter.MaxMessageSize),
 		DiscardStored:   a.cfg.Milter.DiscardStored,
+		MaxConns:        a.cfg.Milter.MaxConnections,
+		IdleTimeout:     time.Duration(a.cfg.Milter.IdleTimeout),
 		Logger:          a.log.With("role", "milter"),
 		Registerer:      rt.reg,
 	})

@@ -52,9 +52,11 @@ type Cassandra struct {
 }
 
 type Milter struct {
-	Listen         string `toml:"listen"` // host:port or unix:/path
-	MaxMessageSize Size   `toml:"max_message_size"`
-	DiscardStored  bool   `toml:"discard_stored"`
+	Listen         string   `toml:"listen"` // host:port or unix:/path
+	MaxMessageSize Size     `toml:"max_message_size"`
+	DiscardStored  bool     `toml:"discard_stored"`
+	MaxConnections int      `toml:"max_connections"`
+	IdleTimeout    Duration `toml:"idle_timeout"`
 }
 
 type Lookupd struct {
@@ -134,7 +136,10 @@ func Default() Config {
 				ConnectTimeout: Duration(5 * time.Second),
 			},
 		},
-		Milter: Milter{Listen: "127.0.0.1:10027", MaxMessageSize: 50 << 20, DiscardStored: true},
+		Milter: Milter{
+			Listen: "127.0.0.1:10027", MaxMessageSize: 50 << 20, DiscardStored: true,
+			MaxConnections: 512, IdleTimeout: Duration(time.Hour),
+		},
 		Lookupd: Lookupd{
 			Socketmap: "127.0.0.1:10026", RecipientDelimiter: "+",
 			MaxConnections: 1024, MaxConnectionsPerClient: 512, IdleTimeout: Duration(2 * time.Minute),
@@ -288,6 +293,12 @@ func (c Config) Validate() error {
 	}
 	if c.Lookupd.RefusalLogInterval <= 0 {
 		bad("lookupd.refusal_log_interval", "must be positive")
+	}
+	if c.Milter.MaxConnections <= 0 {
+		bad("milter.max_connections", "must be positive")
+	}
+	if c.Milter.IdleTimeout <= 0 {
+		bad("milter.idle_timeout", "must be positive")
 	}
 	if c.Milter.MaxMessageSize <= 0 {
 		bad("milter.max_message_size", "must be positive")
