@@ -1,7 +1,9 @@
 package milter
 
 import (
+	"bytes"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"strings"
@@ -101,5 +103,57 @@ func TestIdleTimeout(t *testing.T) {
 	expectClosed(t, c, 5*time.Second)
 	if d := time.Since(began); d < 150*time.Millisecond {
 		t.Errorf("closed after %v, before the 200ms idle timeout", d)
+	}
+}
+
+// A message that would pass milter.max_bytes_in_flight while another is
+// being stored gets 451 4.3.2; once the first is stored, its retry is
+// accepted, and the budget is all given back.
+func TestBudgetTempfails(t *testing.T) {
+	t.Parallel()
+	rec := &recorder{gate: make(chan struct{}), seen: make(chan struct{}, 2)}
+	reg := prometheus.NewRegistry()
+	pf := startPostfix(t, startMilter(t, Config{Ingester: rec, Registerer: reg, MaxMessageBytes: 100_000, MaxBytesInFlight: 200_000}))
+	ctx := testCtx(t)
+	msg := func(n int) postfixtest.Message {
+		raw := fmt.Appendf(nil, "Subject: %d\r\nMessage-ID: <b%d@example.net>\r\n\r\n", n, n)
+		raw = append(raw, bytes.Repeat([]byte(strings.Repeat("b", 78)+"\r\n"), 800)...) // 64 KB: 128 KB of budget
+		return postfixtest.Message{From: "zoe@example.net", To: []string{"bob@example.org"}, Raw: raw}
+	}
+	first := make(chan postfixtest.Session, 1)
+	go func() {
+		s, err := postfixtest.SendMail(ctx, pf.SMTPAddr, postfixtest.SendOptions{}, msg(1))
+		if err != nil {
+			t.Error(err)
+		}
+		first <- s
+	}()
+	<-rec.seen // the first is being stored, holding its budget
+	s, err := postfixtest.SendMail(ctx, pf.SMTPAddr, postfixtest.SendOptions{}, msg(2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f := s.Transactions[0].Final; f.Code != 451 || !strings.HasPrefix(f.Text, "4.3.2 ") {
+		t.Fatalf("second message while the first holds the budget: %v, want 451 4.3.2", f)
+	}
+	if v := metricValue(t, reg, "caliopen_milter_messages_total", "over_budget"); v != 1 {
+		t.Errorf("over_budget metric = %v, want 1", v)
+	}
+	close(rec.gate)
+	if s := <-first; len(s.Transactions) != 1 || !s.Transactions[0].Accepted() {
+		t.Fatalf("first message: %+v", s.Transactions)
+	}
+	s, err = postfixtest.SendMail(ctx, pf.SMTPAddr, postfixtest.SendOptions{}, msg(2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !s.Transactions[0].Accepted() {
+		t.Fatalf("retry of the second message: %v", s.Transactions[0].Final)
+	}
+	if calls := rec.got(); len(calls) != 2 {
+		t.Errorf("Ingest got %d messages, want 2", len(calls))
+	}
+	if v := metricValue(t, reg, "caliopen_milter_bytes_in_flight", ""); v != 0 {
+		t.Errorf("bytes in flight after both messages = %v, want 0", v)
 	}
 }

@@ -11,6 +11,10 @@
 // share, and ends every successful message with CONTINUE, which Postfix
 // treats as accept at end of message.
 //
+// Memory is bounded: the bytes all sessions hold at once are capped
+// (Config.MaxBytesInFlight), and a message that does not fit gets 451 4.3.2
+// so its sender retries; nothing is lost.
+//
 // The milter stores before Postfix has queued the message. Should Postfix
 // still refuse it afterwards (a later milter, a queue file error), the
 // sender retries and ingest's idempotent delivery keeps one copy.
@@ -26,6 +30,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	gomilter "github.com/emersion/go-milter"
@@ -62,10 +67,28 @@ const (
 	// milter hears nothing while a slow client sends its DATA, which has
 	// no overall time limit. It reclaims connections whose peer vanished.
 	DefaultIdleTimeout = time.Hour
+	// DefaultMaxBytesInFlight lets five messages of the largest size
+	// (DefaultMaxMessageBytes, counted twice: see Config.MaxBytesInFlight)
+	// or fifty of 5 MB be received and stored at once.
+	DefaultMaxBytesInFlight = 512 << 20
 	// refusalLogInterval: at most one line a minute about refused
 	// connections, with their count.
 	refusalLogInterval = time.Minute
 )
+
+// RuntimeAllowance is what a milter process needs beyond
+// MaxBytesInFlight: the runtime, connection buffers, ingest's store
+// clients, and the room Go's collector leaves between collections.
+const RuntimeAllowance = 128 << 20
+
+// MemoryLimit is the Go soft memory limit (runtime/debug.SetMemoryLimit)
+// for a process whose memory is mostly the milter's: its budget plus
+// RuntimeAllowance. Without it the collector lets the heap grow to about
+// twice the live bytes between collections, so the budget alone would
+// not bound the resident memory.
+func MemoryLimit(maxBytesInFlight int64) int64 {
+	return maxBytesInFlight + RuntimeAllowance
+}
 
 // Config holds a Server's settings and dependencies. Zero values mean the
 // defaults.
@@ -99,6 +122,14 @@ type Config struct {
 	// IdleTimeout closes a connection on which Postfix sends nothing for
 	// that long. Zero means DefaultIdleTimeout.
 	IdleTimeout time.Duration
+	// MaxBytesInFlight caps the memory all sessions hold for messages at
+	// once. Each message counts twice its size as received: its buffered
+	// bytes, then the one contiguous copy handed to the Ingester along
+	// with what ingest makes of it. A message that would pass the cap gets
+	// 451 4.3.2 at end of data, and the sender retries. It must be at
+	// least twice MaxMessageBytes, or the largest messages could never
+	// pass. Zero means DefaultMaxBytesInFlight.
+	MaxBytesInFlight int64
 	// Logger receives one line per message and any errors; nil discards.
 	Logger *slog.Logger
 	// Registerer, when set, receives the milter's Prometheus collectors.
@@ -113,6 +144,29 @@ type Server struct {
 	metrics  *metrics
 	slots    chan struct{} // connection slots, shared by all listeners
 	refusals *ratelog.Logger
+	inFlight atomic.Int64 // bytes reserved by sessions, at most cfg.MaxBytesInFlight
+}
+
+// reserve takes n bytes of the in-flight budget, or reports that they
+// would pass it.
+func (s *Server) reserve(n int64) bool {
+	for {
+		cur := s.inFlight.Load()
+		if cur+n > s.cfg.MaxBytesInFlight {
+			return false
+		}
+		if s.inFlight.CompareAndSwap(cur, cur+n) {
+			s.metrics.bytesInFlight.Add(float64(n))
+			return true
+		}
+	}
+}
+
+func (s *Server) release(n int64) {
+	if n != 0 {
+		s.inFlight.Add(-n)
+		s.metrics.bytesInFlight.Sub(float64(n))
+	}
 }
 
 // New checks cfg, fills in defaults and registers the metrics.
@@ -134,6 +188,13 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.MaxConns <= 0 {
 		cfg.MaxConns = DefaultMaxConns
+	}
+	if cfg.MaxBytesInFlight <= 0 {
+		cfg.MaxBytesInFlight = DefaultMaxBytesInFlight
+	}
+	if cfg.MaxBytesInFlight < 2*cfg.MaxMessageBytes {
+		return nil, fmt.Errorf("milter: MaxBytesInFlight (%d) is less than twice MaxMessageBytes (%d): the largest messages would never be accepted",
+			cfg.MaxBytesInFlight, cfg.MaxMessageBytes)
 	}
 	if cfg.IdleTimeout <= 0 {
 		cfg.IdleTimeout = DefaultIdleTimeout
@@ -329,6 +390,11 @@ type conn struct {
 
 	br *bufio.Reader
 
+	// held is the budget the current message holds (Server.reserve),
+	// given back at the end of each message and when the connection
+	// closes, whichever goroutine closes it.
+	held atomic.Int64
+
 	mu        sync.Mutex
 	answering bool // between end of message and the answer written
 	closing   bool // close once the answer is written
@@ -405,9 +471,30 @@ func (c *conn) Close() error {
 	c.closeOnce.Do(func() {
 		err = c.Conn.Close()
 		close(c.done)
+		c.giveBack()
 		c.run.forget(c)
 	})
 	return err
+}
+
+// take reserves n more bytes of the budget for the current message.
+func (c *conn) take(n int64) bool {
+	if !c.run.srv.reserve(n) {
+		return false
+	}
+	c.held.Add(n)
+	select {
+	case <-c.done:
+		// Closed meanwhile, maybe after Close gave back what was held.
+		c.giveBack()
+	default:
+	}
+	return true
+}
+
+// giveBack returns what the current message holds to the budget.
+func (c *conn) giveBack() {
+	c.run.srv.release(c.held.Swap(0))
 }
 
 // oneConnListener yields one connection, then blocks until it closes, so

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
+	"runtime/debug"
 	"strings"
 	"time"
 
@@ -95,17 +97,23 @@ func (a *app) startMilter(rt *runtime, ing milter.Ingester) error {
 		return err
 	}
 	srv, err := milter.New(milter.Config{
-		Ingester:        ing,
-		MaxMessageBytes: int64(a.cfg.Milter.MaxMessageSize),
-		DiscardStored:   a.cfg.Milter.DiscardStored,
-		MaxConns:        a.cfg.Milter.MaxConnections,
-		IdleTimeout:     time.Duration(a.cfg.Milter.IdleTimeout),
-		Logger:          a.log.With("role", "milter"),
-		Registerer:      rt.reg,
+		Ingester:         ing,
+		MaxMessageBytes:  int64(a.cfg.Milter.MaxMessageSize),
+		DiscardStored:    a.cfg.Milter.DiscardStored,
+		MaxConns:         a.cfg.Milter.MaxConnections,
+		IdleTimeout:      time.Duration(a.cfg.Milter.IdleTimeout),
+		MaxBytesInFlight: int64(a.cfg.Milter.MaxBytesInFlight),
+		Logger:           a.log.With("role", "milter"),
+		Registerer:       rt.reg,
 	})
 	if err != nil {
 		ln.Close()
 		return err
+	}
+	// Bound the heap to the budget: without a limit Go's collector lets the
+	// heap reach about twice the live bytes. GOMEMLIMIT, when set, wins.
+	if os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(milter.MemoryLimit(int64(a.cfg.Milter.MaxBytesInFlight)))
 	}
 	logAttrsListen(a.log, "milter", ln)
 	rt.group.Go(func() error { return srv.Serve(rt.ctx, ln) })

@@ -57,6 +57,9 @@ type Milter struct {
 	DiscardStored  bool     `toml:"discard_stored"`
 	MaxConnections int      `toml:"max_connections"`
 	IdleTimeout    Duration `toml:"idle_timeout"`
+	// MaxBytesInFlight caps the memory all messages being received or
+	// stored may hold at once; each counts twice its size.
+	MaxBytesInFlight Size `toml:"max_bytes_in_flight"`
 }
 
 type Lookupd struct {
@@ -138,7 +141,7 @@ func Default() Config {
 		},
 		Milter: Milter{
 			Listen: "127.0.0.1:10027", MaxMessageSize: 50 << 20, DiscardStored: true,
-			MaxConnections: 512, IdleTimeout: Duration(time.Hour),
+			MaxConnections: 512, IdleTimeout: Duration(time.Hour), MaxBytesInFlight: 512 << 20,
 		},
 		Lookupd: Lookupd{
 			Socketmap: "127.0.0.1:10026", RecipientDelimiter: "+",
@@ -302,6 +305,9 @@ func (c Config) Validate() error {
 	}
 	if c.Milter.MaxMessageSize <= 0 {
 		bad("milter.max_message_size", "must be positive")
+	}
+	if c.Milter.MaxBytesInFlight < 2*c.Milter.MaxMessageSize {
+		bad("milter.max_bytes_in_flight", "must be at least twice milter.max_message_size (%d bytes), or the largest messages are never accepted", 2*c.Milter.MaxMessageSize)
 	}
 	if c.API.TokenTTL <= 0 {
 		bad("api.token_ttl", "must be positive")
