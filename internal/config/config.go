@@ -285,26 +285,21 @@ func (c Config) Validate() error {
 	if _, err := c.Lookupd.AllowedPrefixes(); err != nil {
 		bad("lookupd.allowed_clients", "%v", err)
 	}
-	if c.Lookupd.MaxConnections <= 0 {
-		bad("lookupd.max_connections", "must be positive")
-	}
-	if c.Lookupd.MaxConnectionsPerClient <= 0 {
-		bad("lookupd.max_connections_per_client", "must be positive")
-	}
-	if c.Lookupd.IdleTimeout <= 0 {
-		bad("lookupd.idle_timeout", "must be positive")
-	}
-	if c.Lookupd.RefusalLogInterval <= 0 {
-		bad("lookupd.refusal_log_interval", "must be positive")
-	}
-	if c.Milter.MaxConnections <= 0 {
-		bad("milter.max_connections", "must be positive")
-	}
-	if c.Milter.IdleTimeout <= 0 {
-		bad("milter.idle_timeout", "must be positive")
-	}
-	if c.Milter.MaxMessageSize <= 0 {
-		bad("milter.max_message_size", "must be positive")
+	for _, v := range []struct {
+		key string
+		n   int64
+	}{
+		{"lookupd.max_connections", int64(c.Lookupd.MaxConnections)},
+		{"lookupd.max_connections_per_client", int64(c.Lookupd.MaxConnectionsPerClient)},
+		{"lookupd.idle_timeout", int64(c.Lookupd.IdleTimeout)},
+		{"lookupd.refusal_log_interval", int64(c.Lookupd.RefusalLogInterval)},
+		{"milter.max_connections", int64(c.Milter.MaxConnections)},
+		{"milter.idle_timeout", int64(c.Milter.IdleTimeout)},
+		{"milter.max_message_size", int64(c.Milter.MaxMessageSize)},
+	} {
+		if v.n <= 0 {
+			bad(v.key, "must be positive")
+		}
 	}
 	if c.Milter.MaxBytesInFlight < 2*c.Milter.MaxMessageSize {
 		bad("milter.max_bytes_in_flight", "must be at least twice milter.max_message_size (%d bytes), or the largest messages are never accepted", 2*c.Milter.MaxMessageSize)
