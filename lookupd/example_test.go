@@ -35,7 +35,7 @@ func Example() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	srv, err := lookupd.New(r, lookupd.Config{Log: slog.Default(), Registerer: reg})
+	srv, err := lookupd.New(lookupd.Config{Resolver: r, Logger: slog.Default(), Registerer: reg})
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -95,11 +95,12 @@ func testLogger(t testing.TB) *slog.Logger {
 func start(t testing.TB, st store.Store, cfg lookupd.Config) *env {
 	t.Helper()
 	e := &env{st: &flakyStore{Store: st}, reg: prometheus.NewRegistry(), tcpAddr: map[string]string{}}
-	if cfg.Log == nil {
-		cfg.Log = testLogger(t)
+	if cfg.Logger == nil {
+		cfg.Logger = testLogger(t)
 	}
 	cfg.Registerer = e.reg
-	srv, err := lookupd.New(resolver(t, e.st), cfg)
+	cfg.Resolver = resolver(t, e.st)
+	srv, err := lookupd.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -480,7 +481,7 @@ func TestMaxConns(t *testing.T) {
 	}
 	over := dial(t, e.sockAddr)
 	over.expectClosed(2 * time.Second)
-	checkCounter(t, e.reg, "caliopen_lookupd_connections_rejected_total", nil, 1)
+	checkCounter(t, e.reg, "caliopen_lookupd_connections_rejected_total", map[string]string{"reason": "max_conns"}, 1)
 	checkGauge(t, e.reg, "caliopen_lookupd_connections", map[string]string{"protocol": "socketmap"}, 1)
 
 	// A freed slot is available again.
@@ -554,7 +555,7 @@ func TestGracefulShutdown(t *testing.T) {
 
 func TestServeTCPTableUnknownMap(t *testing.T) {
 	st := newTestStore(t)
-	srv, err := lookupd.New(resolver(t, st), lookupd.Config{})
+	srv, err := lookupd.New(lookupd.Config{Resolver: resolver(t, st)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -573,14 +574,14 @@ func TestServeTCPTableUnknownMap(t *testing.T) {
 func TestNewRegistersMetricsOnce(t *testing.T) {
 	st := newTestStore(t)
 	reg := prometheus.NewRegistry()
-	if _, err := lookupd.New(resolver(t, st), lookupd.Config{Registerer: reg}); err != nil {
+	if _, err := lookupd.New(lookupd.Config{Resolver: resolver(t, st), Registerer: reg}); err != nil {
 		t.Fatal(err)
 	}
 	// A second server on the same registry is a configuration error.
-	if _, err := lookupd.New(resolver(t, st), lookupd.Config{Registerer: reg}); err == nil {
+	if _, err := lookupd.New(lookupd.Config{Resolver: resolver(t, st), Registerer: reg}); err == nil {
 		t.Error("second New on the same registry succeeded; want a registration error")
 	}
-	if _, err := lookupd.New(nil, lookupd.Config{}); err == nil {
+	if _, err := lookupd.New(lookupd.Config{}); err == nil {
 		t.Error("New(nil) succeeded")
 	}
 }
@@ -658,7 +659,7 @@ func TestLookupPanic(t *testing.T) {
 func TestListenerClosed(t *testing.T) {
 	st := newTestStore(t)
 	populate(t, st)
-	srv, err := lookupd.New(resolver(t, st), lookupd.Config{Log: testLogger(t)})
+	srv, err := lookupd.New(lookupd.Config{Resolver: resolver(t, st), Logger: testLogger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,6 +12,12 @@
 // temporary error (socketmap TEMP, tcp_table 400) and never as "not found",
 // which would make Postfix reject the recipient for good.
 //
+// No client can starve Postfix of lookups: connections are capped in
+// total, per TCP client and by an address allow-list, and refusals are
+// logged at most once per interval. On one host with Postfix, serve the
+// socketmap on a Unix socket of mode 0660 whose group is Postfix's: then no
+// other local user can connect at all.
+//
 // Postfix configuration (socketmap):
 //
 //	virtual_mailbox_domains = socketmap:inet:127.0.0.1:2525:domains
@@ -28,6 +34,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"runtime/debug"
 	"strings"
 	"sync"
@@ -35,6 +42,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/caliopen/caliopen/internal/ratelog"
 	"github.com/caliopen/caliopen/resolve"
 	"github.com/caliopen/caliopen/store"
 )
@@ -65,26 +73,60 @@ const (
 
 // Defaults for Config's zero values.
 const (
-	DefaultMaxConns       = 1024
-	DefaultIdleTimeout    = 2 * time.Minute
-	DefaultWriteTimeout   = 10 * time.Second
-	DefaultLookupTimeout  = 10 * time.Second
-	DefaultMaxRequestSize = 4096
+	DefaultMaxConns = 1024
+	// DefaultMaxConnsPerClient leaves half the slots to other clients.
+	// Postfix on one host connects from one address, once per process
+	// that uses a table (smtpd, cleanup, trivial-rewrite...).
+	DefaultMaxConnsPerClient = 512
+	// DefaultRefusalLogInterval: at most one line a minute about refused
+	// connections, however many there are.
+	DefaultRefusalLogInterval = time.Minute
+	DefaultIdleTimeout        = 2 * time.Minute
+	DefaultWriteTimeout       = 10 * time.Second
+	DefaultLookupTimeout      = 10 * time.Second
+	DefaultMaxRequestSize     = 4096
 )
 
-// Config tunes a Server. Zero values mean the defaults.
+// Resolver answers lookups; *resolve.Resolver implements it. It is the
+// same code ingest uses to find the users a recipient reaches.
+type Resolver interface {
+	Domain(ctx context.Context, name string) (store.Domain, error)
+	Mailbox(ctx context.Context, addr string) (store.Address, error)
+	Alias(ctx context.Context, addr string) ([]string, error)
+	Logins(ctx context.Context, addr string) ([]string, error)
+	Users(ctx context.Context, addr string) ([]store.Address, error) // the quota map
+}
+
+var _ Resolver = (*resolve.Resolver)(nil)
+
+// Config holds a Server's settings and dependencies. Zero values mean the
+// defaults.
 type Config struct {
-	// Log receives lookup failures and protocol errors (Warn), and every
+	// Resolver answers the lookups. Required.
+	Resolver Resolver
+	// Logger receives lookup failures and protocol errors (Warn), and every
 	// lookup at Debug. Nil discards.
-	Log *slog.Logger
+	Logger *slog.Logger
 	// Registerer receives the server's metrics. Nil registers nowhere.
 	Registerer prometheus.Registerer
 	// MaxConns bounds concurrent connections over all listeners; more are
 	// accepted and closed at once, so the client fails fast (Postfix then
 	// defers) instead of hanging in the listen backlog. Each Postfix process
-	// keeps one connection per table it uses, so size this for
-	// process_limit × tables.
+	// that uses the tables keeps one connection per server address.
 	MaxConns int
+	// MaxConnsPerClient bounds the connections open from one TCP client
+	// (an IPv4 address or an IPv6 /64), so that one client cannot take
+	// every slot. Unix socket clients count only against MaxConns: who may
+	// connect there is the socket's group.
+	MaxConnsPerClient int
+	// AllowedClients are the TCP peers served; others are closed at once.
+	// Nil means loopback only (127.0.0.0/8 and ::1). Loopback is any local
+	// user: beside Postfix, listen on a Unix socket instead, which only
+	// its group can reach.
+	AllowedClients []netip.Prefix
+	// RefusalLogInterval is the least time between two log lines about
+	// refused connections; each line counts the refusals since the last.
+	RefusalLogInterval time.Duration
 	// IdleTimeout closes a connection that sends no request for that long.
 	// Postfix's socketmap client closes its own after 10 s idle.
 	IdleTimeout time.Duration
@@ -104,24 +146,37 @@ type Config struct {
 // Server answers Postfix table lookups. Create it with New; one Server may
 // serve any number of listeners of both protocols at once.
 type Server struct {
-	res     *resolve.Resolver
-	log     *slog.Logger
-	cfg     Config
-	slots   chan struct{} // connection slots, shared by all listeners
-	metrics *metrics
+	res      Resolver
+	log      *slog.Logger
+	cfg      Config
+	admit    *admission
+	refusals *ratelog.Logger
+	metrics  *metrics
 }
 
-// New returns a Server answering from r and registers its metrics with
-// cfg.Registerer.
-func New(r *resolve.Resolver, cfg Config) (*Server, error) {
-	if r == nil {
-		return nil, errors.New("lookupd: a resolver is required")
+// loopback is AllowedClients' default.
+var loopback = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}
+
+// New returns a Server answering from cfg.Resolver and registers its
+// metrics with cfg.Registerer.
+func New(cfg Config) (*Server, error) {
+	if cfg.Resolver == nil {
+		return nil, errors.New("lookupd: Config.Resolver is required")
 	}
-	if cfg.Log == nil {
-		cfg.Log = slog.New(slog.DiscardHandler)
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	if cfg.MaxConns <= 0 {
 		cfg.MaxConns = DefaultMaxConns
+	}
+	if cfg.MaxConnsPerClient <= 0 {
+		cfg.MaxConnsPerClient = DefaultMaxConnsPerClient
+	}
+	if cfg.AllowedClients == nil {
+		cfg.AllowedClients = loopback
+	}
+	if cfg.RefusalLogInterval <= 0 {
+		cfg.RefusalLogInterval = DefaultRefusalLogInterval
 	}
 	if cfg.IdleTimeout <= 0 {
 		cfg.IdleTimeout = DefaultIdleTimeout
@@ -140,11 +195,12 @@ func New(r *resolve.Resolver, cfg Config) (*Server, error) {
 		return nil, err
 	}
 	return &Server{
-		res:     r,
-		log:     cfg.Log,
-		cfg:     cfg,
-		slots:   make(chan struct{}, cfg.MaxConns),
-		metrics: m,
+		res:      cfg.Resolver,
+		log:      cfg.Logger,
+		cfg:      cfg,
+		admit:    newAdmission(cfg),
+		refusals: ratelog.New(cfg.Logger, "lookupd refused connections", cfg.RefusalLogInterval),
+		metrics:  m,
 	}, nil
 }
 
@@ -387,18 +443,18 @@ func (s *Server) serve(ctx context.Context, ln net.Listener, p protocol, handle 
 			continue
 		}
 		backoff = 0
-		select {
-		case s.slots <- struct{}{}:
-		default:
-			s.metrics.rejected.Inc()
-			log.Warn("too many connections, closing new one",
-				slog.String("client", nc.RemoteAddr().String()), slog.Int("max_conns", s.cfg.MaxConns))
+		release, refused := s.admit.admit(nc.RemoteAddr())
+		if refused != "" {
+			// Closed at once, so the client fails fast (Postfix then
+			// defers) instead of hanging in the listen backlog.
+			s.metrics.rejected[refused].Inc()
+			s.refusals.Note(slog.String("last_reason", refused), slog.String("last_client", nc.RemoteAddr().String()))
 			nc.Close()
 			continue
 		}
 		c := &conn{nc: nc}
 		wg.Go(func() {
-			defer func() { <-s.slots }()
+			defer release()
 			defer nc.Close()
 			stopConn := context.AfterFunc(ctx, c.shutdown)
 			defer stopConn()
@@ -453,7 +509,7 @@ type metrics struct {
 	latency     [numMaps]prometheus.Observer
 	conns       [numProtocols]prometheus.Gauge
 	protoErrors [numProtocols]prometheus.Counter
-	rejected    prometheus.Counter
+	rejected    map[string]prometheus.Counter // by refusal reason
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -474,10 +530,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		Namespace: "caliopen", Subsystem: "lookupd", Name: "protocol_errors_total",
 		Help: "Malformed, oversized or truncated requests, by protocol.",
 	}, []string{"protocol"})
-	rejected := prometheus.NewCounter(prometheus.CounterOpts{
+	rejected := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "caliopen", Subsystem: "lookupd", Name: "connections_rejected_total",
-		Help: "Connections closed at once because MaxConns were open.",
-	})
+		Help: "Connections closed at once, by reason: max_conns (lookupd.max_connections open), max_per_client (lookupd.max_connections_per_client open from that client), not_allowed (outside lookupd.allowed_clients).",
+	}, []string{"reason"})
 	if reg != nil {
 		for _, c := range []prometheus.Collector{lookups, latency, conns, protoErrors, rejected} {
 			if err := reg.Register(c); err != nil {
@@ -485,7 +541,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			}
 		}
 	}
-	m := &metrics{rejected: rejected}
+	m := &metrics{rejected: map[string]prometheus.Counter{}}
+	for _, r := range []string{refusedTotal, refusedPerClient, refusedNotAllowed} {
+		m.rejected[r] = rejected.WithLabelValues(r)
+	}
 	for p := range numProtocols {
 		m.conns[p] = conns.WithLabelValues(p.String())
 		m.protoErrors[p] = protoErrors.WithLabelValues(p.String())

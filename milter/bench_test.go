@@ -1,7 +1,6 @@
 package milter
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -13,9 +12,9 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
-	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -228,7 +227,7 @@ func benchThroughput(b *testing.B, ing Ingester, unix, discard bool) {
 	for _, m := range msgs {
 		total += int64(len(m))
 	}
-	srv := &Server{Ingester: ing, DiscardStored: discard, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	srv := Config{Ingester: ing, DiscardStored: discard}
 	var withMilter *postfixtest.Instance
 	if unix {
 		withMilter = postfixtest.Start(b, postfixtest.Options{Include: &postfixtest.Include{LookupdAddr: startSocketmap(b)}})
@@ -294,26 +293,7 @@ func benchThroughput(b *testing.B, ing Ingester, unix, discard bool) {
 //	go test -run '^$' -bench Memory -benchtime 1x ./milter
 func BenchmarkMemory10x10MB(b *testing.B) {
 	postfixtest.Require(b)
-	addr := postfixtest.FreeAddr(b)
-	cmd := exec.Command(os.Args[0])
-	cmd.Env = append(os.Environ(), "CALIOPEN_MILTER_CHILD="+addr)
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		b.Fatal(err)
-	}
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() {
-		_ = cmd.Process.Signal(os.Interrupt)
-		_ = cmd.Wait()
-	})
-	// The child prints "ready" once it listens.
-	sc := bufio.NewScanner(stdout)
-	for sc.Scan() && !strings.Contains(sc.Text(), "ready") {
-	}
-	go io.Copy(io.Discard, stdout)
+	addr, child := startMilterChild(b, 0)
 	pf := startPostfix(b, addr)
 
 	const n, size = 10, 10 << 20
@@ -323,7 +303,7 @@ func BenchmarkMemory10x10MB(b *testing.B) {
 	for i := range msgs {
 		msgs[i] = msg
 	}
-	before, err := procStatus(cmd.Process.Pid, "VmRSS")
+	before, err := procStatus(child.pid, "VmRSS")
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -336,7 +316,7 @@ func BenchmarkMemory10x10MB(b *testing.B) {
 		}
 	}
 	b.StopTimer()
-	peak, err := procStatus(cmd.Process.Pid, "VmHWM")
+	peak, err := procStatus(child.pid, "VmHWM")
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -382,7 +362,23 @@ func milterChild(addr string) int {
 	fmt.Println("ready")
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer cancel()
-	srv := &Server{Ingester: &copyIngester{}, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	cfg := Config{Ingester: &copyIngester{}}
+	if b := os.Getenv("CALIOPEN_MILTER_BUDGET"); b != "" {
+		// TestMemoryBudget: report what is stored.
+		n, err := strconv.ParseInt(b, 10, 64)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		cfg = Config{Ingester: &idPrinter{w: os.Stdout}, MaxBytesInFlight: n, MaxMessageBytes: n / 4}
+		// As cmd/caliopen sets it.
+		debug.SetMemoryLimit(MemoryLimit(n))
+	}
+	srv, err := New(cfg)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
 	if err := srv.Serve(ctx, ln); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1

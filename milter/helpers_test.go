@@ -72,7 +72,7 @@ func (r *recorder) got() []call {
 
 // startMilter serves s on a free loopback port until the test ends and
 // checks that Serve then returns nil.
-func startMilter(t testing.TB, s *Server) string {
+func startMilter(t testing.TB, s Config) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -96,12 +96,23 @@ func listenUnix(t testing.TB, path string) net.Listener {
 	return ln
 }
 
-// startMilterOn serves s on ln until the test ends.
-func startMilterOn(t testing.TB, s *Server, ln net.Listener) {
+// mustNew builds a Server from cfg, logging warnings to the test.
+func mustNew(t testing.TB, cfg Config) *Server {
 	t.Helper()
-	if s.Log == nil {
-		s.Log = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	}
+	s, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// startMilterOn serves a Server built from cfg on ln until the test ends.
+func startMilterOn(t testing.TB, cfg Config, ln net.Listener) {
+	t.Helper()
+	s := mustNew(t, cfg)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- s.Serve(ctx, ln) }()

@@ -13,6 +13,9 @@ type metrics struct {
 	bytes                          prometheus.Counter
 	ingestSeconds                  prometheus.Observer
 	connections                    prometheus.Gauge
+	refused                        prometheus.Counter
+	overBudget                     prometheus.Counter
+	bytesInFlight                  prometheus.Gauge
 }
 
 // newMetrics builds the collectors and registers them on reg when non-nil.
@@ -21,7 +24,7 @@ type metrics struct {
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	messages := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "caliopen", Subsystem: "milter", Name: "messages_total",
-		Help: "Messages at end of data, by outcome: accepted (stored), tempfailed (451, sender retries), rejected (552, too big).",
+		Help: "Messages at end of data, by outcome: accepted (stored), tempfailed (451, sender retries), rejected (552, too big), over_budget (451 4.3.2, milter.max_bytes_in_flight reached).",
 	}, []string{"outcome"})
 	bytes := prometheus.NewCounter(prometheus.CounterOpts{
 		Namespace: "caliopen", Subsystem: "milter", Name: "accepted_bytes_total",
@@ -40,8 +43,22 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		Namespace: "caliopen", Subsystem: "milter", Name: "connections",
 		Help: "Open milter connections (one per Postfix SMTP session).",
 	})
+	refused := prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: "caliopen", Subsystem: "milter", Name: "connections_refused_total",
+		Help: "Connections closed at once because milter.max_connections were open (Postfix applies milter_default_action).",
+	})
+	inFlight := prometheus.NewGauge(prometheus.GaugeOpts{
+		Namespace: "caliopen", Subsystem: "milter", Name: "bytes_in_flight",
+		Help: "Bytes of the memory budget (milter.max_bytes_in_flight) held by messages being received or stored.",
+	})
 	if reg != nil {
 		var err error
+		if inFlight, err = register(reg, inFlight); err != nil {
+			return nil, err
+		}
+		if refused, err = register(reg, refused); err != nil {
+			return nil, err
+		}
 		if messages, err = register(reg, messages); err != nil {
 			return nil, err
 		}
@@ -66,6 +83,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		bytes:         bytes,
 		ingestSeconds: latency,
 		connections:   conns,
+		refused:       refused,
+		overBudget:    messages.WithLabelValues("over_budget"),
+		bytesInFlight: inFlight,
 	}, nil
 }
 

@@ -55,7 +55,7 @@ func TestRawBytesAndEnvelope(t *testing.T) {
 	t.Parallel()
 	rec := &recorder{}
 	reg := prometheus.NewRegistry()
-	pf := startPostfix(t, startMilter(t, &Server{Ingester: rec, Metrics: reg}))
+	pf := startPostfix(t, startMilter(t, Config{Ingester: rec, Registerer: reg}))
 	ctx := testCtx(t)
 
 	raw := awkwardMessage()
@@ -128,7 +128,7 @@ func excerpt(b []byte, at int) []byte {
 func TestTLSAndTwoMessagesOnOneConnection(t *testing.T) {
 	t.Parallel()
 	rec := &recorder{}
-	pf := startPostfix(t, startMilter(t, &Server{Ingester: rec}))
+	pf := startPostfix(t, startMilter(t, Config{Ingester: rec}))
 	ctx := testCtx(t)
 
 	msg := func(n int) postfixtest.Message {
@@ -173,7 +173,7 @@ func TestIngestErrorTempfails(t *testing.T) {
 	t.Parallel()
 	rec := &recorder{err: errors.New("store unavailable: test")}
 	reg := prometheus.NewRegistry()
-	pf := startPostfix(t, startMilter(t, &Server{Ingester: rec, Metrics: reg}))
+	pf := startPostfix(t, startMilter(t, Config{Ingester: rec, Registerer: reg}))
 	ctx := testCtx(t)
 
 	c, err := postfixtest.Dial(ctx, pf.SMTPAddr)
@@ -226,7 +226,7 @@ func TestIngestErrorTempfails(t *testing.T) {
 
 func TestIngestPanicTempfails(t *testing.T) {
 	t.Parallel()
-	pf := startPostfix(t, startMilter(t, &Server{Ingester: panicker{}}))
+	pf := startPostfix(t, startMilter(t, Config{Ingester: panicker{}}))
 	s, err := postfixtest.SendMail(testCtx(t), pf.SMTPAddr, postfixtest.SendOptions{},
 		postfixtest.Message{From: "zoe@example.net", To: []string{"bob@example.org"}, Raw: []byte("Subject: x\r\n\r\nx\r\n")})
 	if err != nil {
@@ -248,7 +248,7 @@ func TestTooBig(t *testing.T) {
 	rec := &recorder{}
 	reg := prometheus.NewRegistry()
 	// Postfix's own limit is higher, so the milter's limit is what trips.
-	pf := startPostfix(t, startMilter(t, &Server{Ingester: rec, MaxMessageBytes: 100_000, Metrics: reg}))
+	pf := startPostfix(t, startMilter(t, Config{Ingester: rec, MaxMessageBytes: 100_000, Registerer: reg}))
 	ctx := testCtx(t)
 	big := append([]byte("Subject: big\r\n\r\n"), bytes.Repeat([]byte(strings.Repeat("y", 98)+"\r\n"), 3000)...)
 	small := []byte("Subject: small\r\n\r\nsmall\r\n")
@@ -313,7 +313,7 @@ func TestGracefulShutdown(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan error, 1)
-	go func() { done <- (&Server{Ingester: rec}).Serve(ctx, ln) }()
+	go func() { done <- mustNew(t, Config{Ingester: rec}).Serve(ctx, ln) }()
 	pf := startPostfix(t, addr)
 
 	sent := make(chan postfixtest.Session, 1)
@@ -358,7 +358,7 @@ func TestGracefulShutdown(t *testing.T) {
 func TestNonSMTPMail(t *testing.T) {
 	t.Parallel()
 	rec := &recorder{}
-	pf := startPostfix(t, startMilter(t, &Server{Ingester: rec}))
+	pf := startPostfix(t, startMilter(t, Config{Ingester: rec}))
 	ctx := testCtx(t)
 	raw := []byte("From: root@example.net\r\nSubject: local\r\nMessage-ID: <local@example.net>\r\nDate: Thu, 26 Nov 2026 06:00:00 +0000\r\n\r\nlocal\r\n")
 	if err := pf.Sendmail(ctx, "root@example.net", []string{"bob@example.org"}, raw); err != nil {
@@ -393,7 +393,7 @@ func TestNonSMTPMail(t *testing.T) {
 func TestUnknownMailboxRejectedAtRcpt(t *testing.T) {
 	t.Parallel()
 	rec := &recorder{}
-	pf := startPostfix(t, startMilter(t, &Server{Ingester: rec}))
+	pf := startPostfix(t, startMilter(t, Config{Ingester: rec}))
 	s, err := postfixtest.SendMail(testCtx(t), pf.SMTPAddr, postfixtest.SendOptions{},
 		postfixtest.Message{From: "zoe@example.net", To: []string{"nobody@example.org", "bob@example.org"}, Raw: []byte("Subject: x\r\n\r\nx\r\n")})
 	if err != nil {
@@ -415,7 +415,7 @@ func TestUnknownMailboxRejectedAtRcpt(t *testing.T) {
 func TestAuthenticatedSender(t *testing.T) {
 	t.Parallel()
 	rec := &recorder{}
-	pf := startPostfix(t, startMilter(t, &Server{Ingester: rec}),
+	pf := startPostfix(t, startMilter(t, Config{Ingester: rec}),
 		"smtpd_sasl_auth_enable = yes",
 		"smtpd_sasl_type = dovecot",
 		"smtpd_sasl_path = inet:"+startSASL(t))
@@ -481,7 +481,7 @@ func TestDiscardStored(t *testing.T) {
 	pf := postfixtest.Start(t, postfixtest.Options{
 		Include: &postfixtest.Include{LookupdAddr: startSocketmap(t)},
 	})
-	startMilterOn(t, &Server{Ingester: ing, Metrics: reg, DiscardStored: true}, listenUnix(t, pf.MilterSocket()))
+	startMilterOn(t, Config{Ingester: ing, Registerer: reg, DiscardStored: true}, listenUnix(t, pf.MilterSocket()))
 	ctx := testCtx(t)
 
 	msg := func(n int, to ...string) postfixtest.Message {

@@ -11,6 +11,10 @@
 // share, and ends every successful message with CONTINUE, which Postfix
 // treats as accept at end of message.
 //
+// Memory is bounded: the bytes all sessions hold at once are capped
+// (Config.MaxBytesInFlight), and a message that does not fit gets 451 4.3.2
+// so its sender retries; nothing is lost.
+//
 // The milter stores before Postfix has queued the message. Should Postfix
 // still refuse it afterwards (a later milter, a queue file error), the
 // sender retries and ingest's idempotent delivery keeps one copy.
@@ -24,13 +28,16 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	gomilter "github.com/emersion/go-milter"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/caliopen/caliopen/ingest"
+	"github.com/caliopen/caliopen/internal/ratelog"
 )
 
 // Ingester stores one message; *ingest.Ingester implements it. An error
@@ -40,7 +47,7 @@ type Ingester interface {
 	Ingest(ctx context.Context, env ingest.Envelope, raw []byte) (ingest.Result, error)
 }
 
-// Defaults for the zero values of Server's fields.
+// Defaults for Config's zero values.
 const (
 	// DefaultMaxMessageBytes matches config's milter.max_message_size and the
 	// message_size_limit in contrib/postfix/main.cf.
@@ -52,11 +59,40 @@ const (
 	// DefaultShutdownTimeout bounds how long Serve waits, after its context
 	// ends, for messages being stored to get their answer.
 	DefaultShutdownTimeout = 30 * time.Second
+	// DefaultMaxConns: Postfix opens one connection per SMTP session
+	// (smtpd's default_process_limit is 100) plus one per message it
+	// makes itself, through non_smtpd_milters.
+	DefaultMaxConns = 512
+	// DefaultIdleTimeout is far above Postfix's smtpd_timeout (300s): the
+	// milter hears nothing while a slow client sends its DATA, which has
+	// no overall time limit. It reclaims connections whose peer vanished.
+	DefaultIdleTimeout = time.Hour
+	// DefaultMaxBytesInFlight lets five messages of the largest size
+	// (DefaultMaxMessageBytes, counted twice: see Config.MaxBytesInFlight)
+	// or fifty of 5 MB be received and stored at once.
+	DefaultMaxBytesInFlight = 512 << 20
+	// refusalLogInterval: at most one line a minute about refused
+	// connections, with their count.
+	refusalLogInterval = time.Minute
 )
 
-// Server is the milter. Set its fields, then call Serve; do not change them
-// while it serves.
-type Server struct {
+// RuntimeAllowance is what a milter process needs beyond
+// MaxBytesInFlight: the runtime, connection buffers, ingest's store
+// clients, and the room Go's collector leaves between collections.
+const RuntimeAllowance = 128 << 20
+
+// MemoryLimit is the Go soft memory limit (runtime/debug.SetMemoryLimit)
+// for a process whose memory is mostly the milter's: its budget plus
+// RuntimeAllowance. Without it the collector lets the heap grow to about
+// twice the live bytes between collections, so the budget alone would
+// not bound the resident memory.
+func MemoryLimit(maxBytesInFlight int64) int64 {
+	return maxBytesInFlight + RuntimeAllowance
+}
+
+// Config holds a Server's settings and dependencies. Zero values mean the
+// defaults.
+type Config struct {
 	// Ingester stores messages. Required.
 	Ingester Ingester
 	// MaxMessageBytes limits a message's header and body as received; a
@@ -78,10 +114,102 @@ type Server struct {
 	// ShutdownTimeout bounds the drain when Serve's context ends. Zero
 	// means DefaultShutdownTimeout.
 	ShutdownTimeout time.Duration
-	// Log receives one line per message and any errors; nil means slog.Default().
-	Log *slog.Logger
-	// Metrics, when set, receives the milter's Prometheus collectors.
-	Metrics prometheus.Registerer
+	// MaxConns bounds the open connections over all listeners; more are
+	// accepted and closed at once, and Postfix applies
+	// milter_default_action (tempfail: the sender retries). Zero means
+	// DefaultMaxConns.
+	MaxConns int
+	// IdleTimeout closes a connection on which Postfix sends nothing for
+	// that long. Zero means DefaultIdleTimeout.
+	IdleTimeout time.Duration
+	// MaxBytesInFlight caps the memory all sessions hold for messages at
+	// once. Each message counts twice its size as received: its buffered
+	// bytes, then the one contiguous copy handed to the Ingester along
+	// with what ingest makes of it. A message that would pass the cap gets
+	// 451 4.3.2 at end of data, and the sender retries. It must be at
+	// least twice MaxMessageBytes, or the largest messages could never
+	// pass. Zero means DefaultMaxBytesInFlight.
+	MaxBytesInFlight int64
+	// Logger receives one line per message and any errors; nil discards.
+	Logger *slog.Logger
+	// Registerer, when set, receives the milter's Prometheus collectors.
+	Registerer prometheus.Registerer
+}
+
+// Server is the milter. Create it with New; one Server may serve several
+// listeners at once.
+type Server struct {
+	cfg      Config
+	log      *slog.Logger
+	metrics  *metrics
+	slots    chan struct{} // connection slots, shared by all listeners
+	refusals *ratelog.Logger
+	inFlight atomic.Int64 // bytes reserved by sessions, at most cfg.MaxBytesInFlight
+}
+
+// reserve takes n bytes of the in-flight budget, or reports that they
+// would pass it.
+func (s *Server) reserve(n int64) bool {
+	for {
+		cur := s.inFlight.Load()
+		if cur+n > s.cfg.MaxBytesInFlight {
+			return false
+		}
+		if s.inFlight.CompareAndSwap(cur, cur+n) {
+			s.metrics.bytesInFlight.Add(float64(n))
+			return true
+		}
+	}
+}
+
+func (s *Server) release(n int64) {
+	if n != 0 {
+		s.inFlight.Add(-n)
+		s.metrics.bytesInFlight.Sub(float64(n))
+	}
+}
+
+// New checks cfg, fills in defaults and registers the metrics.
+func New(cfg Config) (*Server, error) {
+	if cfg.Ingester == nil {
+		return nil, errors.New("milter: Config.Ingester is required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.MaxMessageBytes <= 0 {
+		cfg.MaxMessageBytes = DefaultMaxMessageBytes
+	}
+	if cfg.IngestTimeout <= 0 {
+		cfg.IngestTimeout = DefaultIngestTimeout
+	}
+	if cfg.ShutdownTimeout <= 0 {
+		cfg.ShutdownTimeout = DefaultShutdownTimeout
+	}
+	if cfg.MaxConns <= 0 {
+		cfg.MaxConns = DefaultMaxConns
+	}
+	if cfg.MaxBytesInFlight <= 0 {
+		cfg.MaxBytesInFlight = DefaultMaxBytesInFlight
+	}
+	if cfg.MaxBytesInFlight < 2*cfg.MaxMessageBytes {
+		return nil, fmt.Errorf("milter: MaxBytesInFlight (%d) is less than twice MaxMessageBytes (%d): the largest messages would never be accepted",
+			cfg.MaxBytesInFlight, cfg.MaxMessageBytes)
+	}
+	if cfg.IdleTimeout <= 0 {
+		cfg.IdleTimeout = DefaultIdleTimeout
+	}
+	m, err := newMetrics(cfg.Registerer)
+	if err != nil {
+		return nil, err
+	}
+	return &Server{
+		cfg:      cfg,
+		log:      cfg.Logger,
+		metrics:  m,
+		slots:    make(chan struct{}, cfg.MaxConns),
+		refusals: ratelog.New(cfg.Logger, "milter: refused connections, milter.max_connections open", refusalLogInterval),
+	}, nil
 }
 
 // Macros the milter needs, per stage, requested with SMFIF_SETSYMLIST.
@@ -112,29 +240,16 @@ const protocol = gomilter.OptNoUnknown | gomilter.OptNoData | gomilter.OptHeader
 // Serve closes ln.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	defer ln.Close()
-	if s.Ingester == nil {
-		return errors.New("milter: Server.Ingester is nil")
-	}
-	m, err := newMetrics(s.Metrics)
-	if err != nil {
-		return err
-	}
 	run := &runner{
 		srv:     s,
-		log:     s.logger(),
-		metrics: m,
-		max:     s.MaxMessageBytes,
-		timeout: s.IngestTimeout,
+		log:     s.log,
+		metrics: s.metrics,
+		max:     s.cfg.MaxMessageBytes,
+		timeout: s.cfg.IngestTimeout,
 		conns:   map[*conn]struct{}{},
 		// Ingest must finish even while Serve drains: the message is in
 		// flight and its sender waits for our answer.
 		ingestCtx: context.WithoutCancel(ctx),
-	}
-	if run.max <= 0 {
-		run.max = DefaultMaxMessageBytes
-	}
-	if run.timeout <= 0 {
-		run.timeout = DefaultIngestTimeout
 	}
 
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
@@ -156,23 +271,20 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 			}
 			break
 		}
+		select {
+		case s.slots <- struct{}{}:
+		default:
+			s.metrics.refused.Inc()
+			s.refusals.Note(slog.String("last_client", nc.RemoteAddr().String()), slog.Int("max_connections", s.cfg.MaxConns))
+			nc.Close()
+			continue
+		}
 		run.serveConn(nc)
 	}
 	ln.Close()
 
-	shutdown := s.ShutdownTimeout
-	if shutdown <= 0 {
-		shutdown = DefaultShutdownTimeout
-	}
-	run.drain(shutdown)
+	run.drain(s.cfg.ShutdownTimeout)
 	return acceptErr
-}
-
-func (s *Server) logger() *slog.Logger {
-	if s.Log != nil {
-		return s.Log
-	}
-	return slog.Default()
 }
 
 // runner is one Serve call's state.
@@ -202,6 +314,7 @@ func (r *runner) serveConn(nc net.Conn) {
 	if r.draining {
 		r.mu.Unlock()
 		nc.Close()
+		<-r.srv.slots
 		return
 	}
 	r.conns[c] = struct{}{}
@@ -252,6 +365,7 @@ func (r *runner) forget(c *conn) {
 	r.mu.Lock()
 	delete(r.conns, c)
 	r.mu.Unlock()
+	<-r.srv.slots
 	r.metrics.connections.Dec()
 	r.wg.Done()
 }
@@ -275,6 +389,11 @@ type conn struct {
 	facts facts
 
 	br *bufio.Reader
+
+	// held is the budget the current message holds (Server.reserve),
+	// given back at the end of each message and when the connection
+	// closes, whichever goroutine closes it.
+	held atomic.Int64
 
 	mu        sync.Mutex
 	answering bool // between end of message and the answer written
@@ -318,12 +437,20 @@ func (c *conn) Write(p []byte) (int, error) {
 // reports a connection we closed as EOF, so go-milter ends the session
 // quietly instead of logging a read error.
 func (c *conn) Read(p []byte) (int, error) {
+	if c.br.Buffered() == 0 {
+		// About to wait for Postfix: bound the wait.
+		_ = c.Conn.SetReadDeadline(time.Now().Add(c.run.srv.cfg.IdleTimeout))
+	}
 	n, err := c.br.Read(p)
 	if err != nil {
 		select {
 		case <-c.done:
 			return n, io.EOF
 		default:
+		}
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			c.run.log.Info("milter: idle connection closed", "client", c.RemoteAddr().String(), "idle_timeout", c.run.srv.cfg.IdleTimeout)
+			return n, io.EOF
 		}
 	}
 	return n, err
@@ -344,9 +471,30 @@ func (c *conn) Close() error {
 	c.closeOnce.Do(func() {
 		err = c.Conn.Close()
 		close(c.done)
+		c.giveBack()
 		c.run.forget(c)
 	})
 	return err
+}
+
+// take reserves n more bytes of the budget for the current message.
+func (c *conn) take(n int64) bool {
+	if !c.run.srv.reserve(n) {
+		return false
+	}
+	c.held.Add(n)
+	select {
+	case <-c.done:
+		// Closed meanwhile, maybe after Close gave back what was held.
+		c.giveBack()
+	default:
+	}
+	return true
+}
+
+// giveBack returns what the current message holds to the budget.
+func (c *conn) giveBack() {
+	c.run.srv.release(c.held.Swap(0))
 }
 
 // oneConnListener yields one connection, then blocks until it closes, so

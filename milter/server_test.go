@@ -3,20 +3,16 @@ package milter
 import (
 	"context"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-func TestServeNeedsIngester(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	if err := (&Server{}).Serve(context.Background(), ln); err == nil {
-		t.Fatal("Serve without an Ingester returned nil")
+func TestNewNeedsIngester(t *testing.T) {
+	if _, err := New(Config{}); err == nil || !strings.Contains(err.Error(), "Ingester") {
+		t.Fatalf("New without an Ingester = %v, want an error naming Ingester", err)
 	}
 }
 
@@ -31,7 +27,7 @@ func TestServeTwiceOnOneRegistry(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		go func() { errs <- (&Server{Ingester: &recorder{}, Metrics: reg}).Serve(ctx, ln) }()
+		go func() { errs <- mustNew(t, Config{Ingester: &recorder{}, Registerer: reg}).Serve(ctx, ln) }()
 	}
 	// Both are serving (or failed at once): give a failure time to show.
 	select {
@@ -56,7 +52,7 @@ func TestShutdownClosesIdleConnections(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- (&Server{Ingester: &recorder{}, ShutdownTimeout: time.Minute}).Serve(ctx, ln) }()
+	go func() { done <- mustNew(t, Config{Ingester: &recorder{}, ShutdownTimeout: time.Minute}).Serve(ctx, ln) }()
 	c, err := net.Dial("tcp", ln.Addr().String())
 	if err != nil {
 		t.Fatal(err)

@@ -24,6 +24,9 @@ var (
 
 	replyTooBig   = gomilter.NewResponseStr('y', "552 5.3.4 Message too big for this system")
 	replyTempFail = gomilter.NewResponseStr('y', "451 4.3.0 Temporary failure storing the message, please try again later")
+	// The memory budget (Config.MaxBytesInFlight) is taken by other
+	// messages: RFC 3463's 4.3.2, system not accepting network messages.
+	replyBusy = gomilter.NewResponseStr('y', "451 4.3.2 Too many messages in progress, please try again later")
 )
 
 // session is go-milter's handler for one connection. Message state lives
@@ -43,13 +46,17 @@ type session struct {
 	body   [][]byte
 	size   int64
 	tooBig bool
+	// overBudget: the memory budget had no room for this message; it is
+	// no longer buffered, only counted, and gets 451 4.3.2.
+	overBudget bool
 }
 
 var _ gomilter.Milter = (*session)(nil)
 
 func (s *session) reset() {
 	s.from, s.rcpts, s.queueID = "", nil, ""
-	s.header, s.body, s.size, s.tooBig = nil, nil, 0, false
+	s.header, s.body, s.size, s.tooBig, s.overBudget = nil, nil, 0, false, false
+	s.c.giveBack()
 }
 
 func (s *session) Connect(host, family string, port uint16, addr net.IP, m *gomilter.Modifier) (gomilter.Response, error) {
@@ -117,8 +124,8 @@ func (s *session) RcptTo(rcpt string, _ *gomilter.Modifier) (gomilter.Response, 
 // Postfix sends the value exactly as after the colon, folded lines joined
 // by LF; the message on the wire had CRLF.
 func (s *session) Header(name, value string, _ *gomilter.Modifier) (gomilter.Response, error) {
-	if s.tooBig {
-		s.size += int64(len(name) + len(value) + 3)
+	if s.tooBig || s.overBudget {
+		s.grow(int64(len(name) + len(value) + 3))
 		return noReply, nil
 	}
 	start := len(s.header)
@@ -154,22 +161,36 @@ func (s *session) BodyChunk(chunk []byte, _ *gomilter.Modifier) (gomilter.Respon
 // within the limit. Past it, it drops what was buffered and keeps only
 // counting; the answer (552) waits for end of message, the only stage where
 // the milter replies.
+//
+// Each byte kept takes two of the memory budget (see
+// Config.MaxBytesInFlight); when the budget has no room, the message is
+// dropped the same way and gets 451 4.3.2.
 func (s *session) grow(n int64) bool {
 	s.size += n
-	if s.tooBig {
+	if !s.tooBig && s.size > s.c.run.max {
+		s.tooBig = true
+		s.drop()
+	}
+	if s.tooBig || s.overBudget {
 		return false
 	}
-	if s.size <= s.c.run.max {
-		return true
+	if !s.c.take(2 * n) {
+		s.overBudget = true
+		s.drop()
+		return false
 	}
-	s.tooBig = true
+	return true
+}
+
+// drop forgets the message's bytes and gives back their budget.
+func (s *session) drop() {
 	s.header, s.body = nil, nil
-	return false
+	s.c.giveBack()
 }
 
 // Body is the end of the message: store it, then answer. Success answers
 // CONTINUE (Postfix delivers what is left: hosted recipients to discard:,
-// others as usual) or, with Server.DiscardStored and every recipient
+// others as usual) or, with Config.DiscardStored and every recipient
 // stored, DISCARD. Never ACCEPT, which would skip later milters. go-milter
 // replaces the handler after DISCARD; the connection's facts live in conn
 // and survive it.
@@ -180,6 +201,12 @@ func (s *session) Body(m *gomilter.Modifier) (gomilter.Response, error) {
 		r.log.Info("milter: message too big, answered 552", "queue_id", m.Macros["i"], "from", s.from,
 			"size", s.size, "limit", r.max)
 		return replyTooBig, nil
+	}
+	if s.overBudget {
+		r.metrics.overBudget.Inc()
+		r.log.Warn("milter: memory budget full, answered 451 4.3.2", "queue_id", m.Macros["i"], "from", s.from,
+			"size", s.size, "max_bytes_in_flight", r.srv.cfg.MaxBytesInFlight)
+		return replyBusy, nil
 	}
 	if id := m.Macros["i"]; id != "" {
 		s.queueID = id
@@ -212,6 +239,9 @@ func (s *session) Body(m *gomilter.Modifier) (gomilter.Response, error) {
 		"size", len(raw), "client", env.ClientAddr)
 	start := time.Now()
 	res, err := s.ingest(env, raw)
+	// raw is dead from here (the Ingester keeps no reference): its budget
+	// is free for the next message.
+	s.c.giveBack()
 	elapsed := time.Since(start)
 	r.metrics.ingestSeconds.Observe(elapsed.Seconds())
 	if err != nil {
@@ -222,7 +252,7 @@ func (s *session) Body(m *gomilter.Modifier) (gomilter.Response, error) {
 	}
 	r.metrics.accepted.Inc()
 	r.metrics.bytes.Add(float64(len(raw)))
-	discard := r.srv.DiscardStored && res.Complete
+	discard := r.srv.cfg.DiscardStored && res.Complete
 	log.Info("milter: message stored", "deliveries", len(res.Deliveries), "discard", discard, "duration", elapsed)
 	if discard {
 		r.metrics.discarded.Inc()
@@ -242,7 +272,7 @@ func (s *session) ingest(env ingest.Envelope, raw []byte) (res ingest.Result, er
 			err = fmt.Errorf("ingest panicked: %v\n%s", v, bytes.TrimSpace(debug.Stack()))
 		}
 	}()
-	return r.srv.Ingester.Ingest(ctx, env, raw)
+	return r.srv.cfg.Ingester.Ingest(ctx, env, raw)
 }
 
 // Abort ends the transaction (Postfix sends it after every message, not

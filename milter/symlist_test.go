@@ -11,7 +11,7 @@ import (
 func TestMacrosRequestedBySymList(t *testing.T) {
 	t.Parallel()
 	rec := &recorder{}
-	pf := startPostfix(t, startMilter(t, &Server{Ingester: rec}),
+	pf := startPostfix(t, startMilter(t, Config{Ingester: rec}),
 		"milter_connect_macros =", "milter_helo_macros =", "milter_mail_macros =", "milter_end_of_data_macros =")
 	s, err := postfixtest.SendMail(testCtx(t), pf.SMTPAddr, postfixtest.SendOptions{TLS: pf.ClientTLSConfig()},
 		postfixtest.Message{From: "zoe@example.net", To: []string{"bob@example.org"}, Raw: []byte("Subject: x\r\n\r\nx\r\n")})

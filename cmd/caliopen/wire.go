@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
+	"runtime/debug"
 	"strings"
 	"time"
 
@@ -144,12 +146,24 @@ func (a *app) startMilter(rt *runtime, ing milter.Ingester) error {
 	if err != nil {
 		return err
 	}
-	srv := &milter.Server{
-		Ingester:        ing,
-		MaxMessageBytes: int64(a.cfg.Milter.MaxMessageSize),
-		DiscardStored:   a.cfg.Milter.DiscardStored,
-		Log:             a.log.With("role", "milter"),
-		Metrics:         rt.reg,
+	srv, err := milter.New(milter.Config{
+		Ingester:         ing,
+		MaxMessageBytes:  int64(a.cfg.Milter.MaxMessageSize),
+		DiscardStored:    a.cfg.Milter.DiscardStored,
+		MaxConns:         a.cfg.Milter.MaxConnections,
+		IdleTimeout:      time.Duration(a.cfg.Milter.IdleTimeout),
+		MaxBytesInFlight: int64(a.cfg.Milter.MaxBytesInFlight),
+		Logger:           a.log.With("role", "milter"),
+		Registerer:       rt.reg,
+	})
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	// Bound the heap to the budget: without a limit Go's collector lets the
+	// heap reach about twice the live bytes. GOMEMLIMIT, when set, wins.
+	if os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(milter.MemoryLimit(int64(a.cfg.Milter.MaxBytesInFlight)))
 	}
 	logAttrsListen(a.log, "milter", ln)
 	rt.group.Go(func() error { return srv.Serve(rt.ctx, ln) })
@@ -165,7 +179,22 @@ func (a *app) startLookupd(rt *runtime) error {
 	if err != nil {
 		return err
 	}
-	srv, err := lookupd.New(r, lookupd.Config{Log: a.log.With("role", "lookupd"), Registerer: rt.reg, Quota: q})
+	lc := a.cfg.Lookupd
+	allowed, err := lc.AllowedPrefixes()
+	if err != nil {
+		return fmt.Errorf("lookupd.allowed_clients: %w", err)
+	}
+	srv, err := lookupd.New(lookupd.Config{
+		Resolver:           r,
+		Quota:              q,
+		Logger:             a.log.With("role", "lookupd"),
+		Registerer:         rt.reg,
+		MaxConns:           lc.MaxConnections,
+		MaxConnsPerClient:  lc.MaxConnectionsPerClient,
+		IdleTimeout:        time.Duration(lc.IdleTimeout),
+		AllowedClients:     allowed,
+		RefusalLogInterval: time.Duration(lc.RefusalLogInterval),
+	})
 	if err != nil {
 		return err
 	}

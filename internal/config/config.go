@@ -55,9 +55,14 @@ type Cassandra struct {
 }
 
 type Milter struct {
-	Listen         string `toml:"listen"` // host:port or unix:/path
-	MaxMessageSize Size   `toml:"max_message_size"`
-	DiscardStored  bool   `toml:"discard_stored"`
+	Listen         string   `toml:"listen"` // host:port or unix:/path
+	MaxMessageSize Size     `toml:"max_message_size"`
+	DiscardStored  bool     `toml:"discard_stored"`
+	MaxConnections int      `toml:"max_connections"`
+	IdleTimeout    Duration `toml:"idle_timeout"`
+	// MaxBytesInFlight caps the memory all messages being received or
+	// stored may hold at once; each counts twice its size.
+	MaxBytesInFlight Size `toml:"max_bytes_in_flight"`
 }
 
 type Lookupd struct {
@@ -65,6 +70,30 @@ type Lookupd struct {
 	// TCPTable maps a listen address to the one map it serves (tcp_table has no map name).
 	TCPTable           map[string]string `toml:"tcp_table"`
 	RecipientDelimiter string            `toml:"recipient_delimiter"`
+	// Connection limits, so that no client can starve Postfix's lookups.
+	MaxConnections          int      `toml:"max_connections"`
+	MaxConnectionsPerClient int      `toml:"max_connections_per_client"`
+	IdleTimeout             Duration `toml:"idle_timeout"`
+	AllowedClients          []string `toml:"allowed_clients"` // TCP peers: CIDR prefixes or addresses
+	RefusalLogInterval      Duration `toml:"refusal_log_interval"`
+}
+
+// AllowedPrefixes parses allowed_clients; a bare address is a one-address
+// prefix.
+func (l Lookupd) AllowedPrefixes() ([]netip.Prefix, error) {
+	out := make([]netip.Prefix, 0, len(l.AllowedClients))
+	for _, s := range l.AllowedClients {
+		if a, err := netip.ParseAddr(s); err == nil {
+			out = append(out, netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()))
+			continue
+		}
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return nil, fmt.Errorf("%q is not an address or a CIDR prefix", s)
+		}
+		out = append(out, p.Masked())
+	}
+	return out, nil
 }
 
 type API struct {
@@ -172,8 +201,16 @@ func Default() Config {
 				ConnectTimeout: Duration(5 * time.Second),
 			},
 		},
-		Milter:  Milter{Listen: "127.0.0.1:10027", MaxMessageSize: 50 << 20, DiscardStored: true},
-		Lookupd: Lookupd{Socketmap: "127.0.0.1:10026", RecipientDelimiter: "+"},
+		Milter: Milter{
+			Listen: "127.0.0.1:10027", MaxMessageSize: 50 << 20, DiscardStored: true,
+			MaxConnections: 512, IdleTimeout: Duration(time.Hour), MaxBytesInFlight: 512 << 20,
+		},
+		Lookupd: Lookupd{
+			Socketmap: "127.0.0.1:10026", RecipientDelimiter: "+",
+			MaxConnections: 1024, MaxConnectionsPerClient: 512, IdleTimeout: Duration(2 * time.Minute),
+			AllowedClients:     []string{"127.0.0.0/8", "::1"},
+			RefusalLogInterval: Duration(time.Minute),
+		},
 		API: API{
 			Listen:    "127.0.0.1:8080",
 			TokenTTL:  Duration(30 * 24 * time.Hour),
@@ -319,8 +356,27 @@ func (c Config) Validate() error {
 	if len(c.Lookupd.RecipientDelimiter) > 1 {
 		bad("lookupd.recipient_delimiter", "must be one character or empty, not %q", c.Lookupd.RecipientDelimiter)
 	}
-	if c.Milter.MaxMessageSize <= 0 {
-		bad("milter.max_message_size", "must be positive")
+	if _, err := c.Lookupd.AllowedPrefixes(); err != nil {
+		bad("lookupd.allowed_clients", "%v", err)
+	}
+	for _, v := range []struct {
+		key string
+		n   int64
+	}{
+		{"lookupd.max_connections", int64(c.Lookupd.MaxConnections)},
+		{"lookupd.max_connections_per_client", int64(c.Lookupd.MaxConnectionsPerClient)},
+		{"lookupd.idle_timeout", int64(c.Lookupd.IdleTimeout)},
+		{"lookupd.refusal_log_interval", int64(c.Lookupd.RefusalLogInterval)},
+		{"milter.max_connections", int64(c.Milter.MaxConnections)},
+		{"milter.idle_timeout", int64(c.Milter.IdleTimeout)},
+		{"milter.max_message_size", int64(c.Milter.MaxMessageSize)},
+	} {
+		if v.n <= 0 {
+			bad(v.key, "must be positive")
+		}
+	}
+	if c.Milter.MaxBytesInFlight < 2*c.Milter.MaxMessageSize {
+		bad("milter.max_bytes_in_flight", "must be at least twice milter.max_message_size (%d bytes), or the largest messages are never accepted", 2*c.Milter.MaxMessageSize)
 	}
 	if c.DNS.Timeout < 0 {
 		bad("dns.timeout", "must not be negative")

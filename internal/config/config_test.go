@@ -163,3 +163,19 @@ func TestGetMasksSecrets(t *testing.T) {
 		t.Fatal("unknown key found")
 	}
 }
+
+func TestLookupdLimits(t *testing.T) {
+	c, err := Load("", nil, []string{"lookupd.max_connections=64", "lookupd.allowed_clients=10.0.0.0/8, 192.0.2.7, 2001:db8::/32"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := c.Lookupd.AllowedPrefixes()
+	if err != nil || c.Lookupd.MaxConnections != 64 || len(p) != 3 || p[1].String() != "192.0.2.7/32" {
+		t.Fatalf("max_connections %d, allowed %v, %v", c.Lookupd.MaxConnections, p, err)
+	}
+	for _, set := range []string{"lookupd.allowed_clients=localhost", "lookupd.max_connections=0", "lookupd.max_connections=many"} {
+		if _, err := Load("", nil, []string{set}); err == nil || !strings.Contains(err.Error(), strings.SplitN(set, "=", 2)[0]) {
+			t.Errorf("--set %s: %v, want an error naming the key", set, err)
+		}
+	}
+}
