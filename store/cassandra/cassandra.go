@@ -57,7 +57,8 @@ type Config struct {
 	// Keyspace holds Caliopen's tables (default "caliopen").
 	Keyspace string
 	// Replication is the CQL map literal used when Migrate creates the keyspace
-	// (default {'class':'SimpleStrategy','replication_factor':1}).
+	// (default {'class':'SimpleStrategy','replication_factor':3}: with QUORUM,
+	// every write acknowledged by two replicas; see CheckDurability).
 	Replication string
 	// Consistency for reads and writes, e.g. "LOCAL_QUORUM" (default QUORUM).
 	// Lightweight transactions use LOCAL_SERIAL when it starts with LOCAL_, else SERIAL.
@@ -70,7 +71,7 @@ type Config struct {
 
 const (
 	defaultKeyspace    = "caliopen"
-	defaultReplication = "{'class':'SimpleStrategy','replication_factor':1}"
+	defaultReplication = "{'class':'SimpleStrategy','replication_factor':3}"
 	defaultTimeout     = 5 * time.Second
 )
 
