@@ -92,6 +92,18 @@ func (d Durability) WriteAcks() int {
 	return 0
 }
 
+// SerialAcks is how many replicas a lightweight transaction needs (a Paxos
+// quorum: of one data centre for LOCAL_ consistencies, as Config.cluster sets
+// LOCAL_SERIAL, else of all replicas). The store claims every message's
+// dedup key with one, so without them no mail is stored.
+func (d Durability) SerialAcks() int {
+	total, perDC := d.Replicas()
+	if strings.HasPrefix(strings.ToUpper(d.Consistency), "LOCAL_") {
+		return perDC/2 + 1
+	}
+	return total/2 + 1
+}
+
 // Check says whether the set-up keeps the promise. problem is set when it
 // certainly does not (the caller refuses to run); warning when it may not
 // and a client cannot tell (the caller says so loudly).
@@ -107,6 +119,9 @@ func (d Durability) Check() (problem, warning string) {
 	case acks > min(total, d.Nodes):
 		return fmt.Sprintf("consistency %s needs %d replicas per write but the keyspace has %d on a cluster of %d node(s), so no mail can be stored: %s",
 			d.Consistency, acks, total, d.Nodes, fix), ""
+	case d.SerialAcks() > d.Nodes:
+		return fmt.Sprintf("replication %v needs %d replicas for each lightweight transaction (the store claims every message with one) but the cluster has %d node(s), so no mail can be stored: %s",
+			d.Replication, d.SerialAcks(), d.Nodes, fix), ""
 	case d.Nodes == 1:
 		switch strings.ToLower(d.CommitLogSync) {
 		case "batch", "group":

@@ -29,6 +29,8 @@ func TestDurabilityRules(t *testing.T) {
 		{"cluster RF3 ANY", cassandra.Durability{Nodes: 3, Replication: simple("3"), Consistency: "ANY"}, "no replica holds", ""},
 		{"cluster RF2 QUORUM", cassandra.Durability{Nodes: 2, Replication: simple("2"), Consistency: "QUORUM"}, "", "ingest stops"},
 		{"single RF3 QUORUM", cassandra.Durability{Nodes: 1, Replication: simple("3"), Consistency: "QUORUM"}, "no mail can be stored", ""},
+		{"single RF3 ONE", cassandra.Durability{Nodes: 1, Replication: simple("3"), Consistency: "ONE"}, "lightweight transaction", ""},
+		{"two nodes RF3 TWO", cassandra.Durability{Nodes: 2, Replication: simple("3"), Consistency: "TWO"}, "", ""},
 		{"single RF1 QUORUM, 2.1", cassandra.Durability{Nodes: 1, Replication: simple("1"), Consistency: "QUORUM", Release: "2.1.0"}, "", "commitlog_sync: batch"},
 		{"single RF1 periodic", cassandra.Durability{Nodes: 1, Replication: simple("1"), Consistency: "QUORUM", CommitLogSync: "periodic"}, "commitlog_sync: periodic", ""},
 		{"single RF1 batch", cassandra.Durability{Nodes: 1, Replication: simple("1"), Consistency: "QUORUM", CommitLogSync: "batch"}, "", ""},
