@@ -51,10 +51,7 @@ func startCassandra(t *testing.T) *cassandraNode {
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := freeAddr(t)
-	_, portStr, _ := strings.Cut(addr, ":")
-	port, _ := strconv.Atoi(portStr)
-	c := &cassandraNode{t: t, dir: dir, port: port}
+	c := &cassandraNode{t: t, dir: dir, port: freeLowPort(t)}
 	t.Cleanup(func() {
 		if t.Failed() {
 			if b, err := os.ReadFile(filepath.Join(dir, "log", "system.log")); err == nil {
@@ -100,6 +97,7 @@ func TestCassandraRoles(t *testing.T) {
 		"CALIOPEN_STORE_CASSANDRA_HOSTS":           cass.addr(),
 		"CALIOPEN_STORE_CASSANDRA_KEYSPACE":        keyspace,
 		"CALIOPEN_STORE_CASSANDRA_CONSISTENCY":     "ONE",
+		"CALIOPEN_STORE_CASSANDRA_REPLICATION":     "{'class': 'SimpleStrategy', 'replication_factor': 1}", // one node
 		"CALIOPEN_STORE_CASSANDRA_TIMEOUT":         "5s",
 		"CALIOPEN_STORE_CASSANDRA_CONNECT_TIMEOUT": "5s",
 		"CALIOPEN_MILTER_LISTEN":                   milterAddr,
