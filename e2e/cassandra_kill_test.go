@@ -45,6 +45,25 @@ func freeLowPort(t *testing.T) int {
 	return 0
 }
 
+// settings are the environment of caliopen on this node, one replica per
+// row as a single node needs, plus more.
+func (c *cassandraNode) settings(t *testing.T, keyspace string, more map[string]string) map[string]string {
+	s := map[string]string{
+		"CALIOPEN_DATA_DIR":                        t.TempDir(),
+		"CALIOPEN_STORE_ENGINE":                    "cassandra",
+		"CALIOPEN_STORE_CASSANDRA_HOSTS":           c.addr(),
+		"CALIOPEN_STORE_CASSANDRA_KEYSPACE":        keyspace,
+		"CALIOPEN_STORE_CASSANDRA_REPLICATION":     "{'class': 'SimpleStrategy', 'replication_factor': 1}",
+		"CALIOPEN_STORE_CASSANDRA_TIMEOUT":         "5s",
+		"CALIOPEN_STORE_CASSANDRA_CONNECT_TIMEOUT": "5s",
+		"CALIOPEN_OPERATOR_LISTEN":                 freeAddr(t),
+	}
+	for k, v := range more {
+		s[k] = v
+	}
+	return s
+}
+
 // sent is one message of the load and what the server answered.
 type sent struct {
 	from, to, subject string
@@ -73,24 +92,16 @@ func TestCassandraKillKeepsAcknowledgedMail(t *testing.T) {
 		TLS:     postfixtest.TLSOff,
 		Include: &postfixtest.Include{MilterAddr: milterAddr, LookupdAddr: lookupdAddr},
 	})
-	settings := map[string]string{
-		"CALIOPEN_DATA_DIR":              t.TempDir(),
-		"CALIOPEN_STORE_ENGINE":          "cassandra",
-		"CALIOPEN_STORE_CASSANDRA_HOSTS": cass.addr(),
-		// The single-node set-up of docs/configuration.md; consistency is
-		// the default (QUORUM).
-		"CALIOPEN_STORE_CASSANDRA_KEYSPACE":        "e2e_kill",
-		"CALIOPEN_STORE_CASSANDRA_REPLICATION":     "{'class': 'SimpleStrategy', 'replication_factor': 1}",
-		"CALIOPEN_STORE_CASSANDRA_TIMEOUT":         "5s",
-		"CALIOPEN_STORE_CASSANDRA_CONNECT_TIMEOUT": "5s",
-		"CALIOPEN_MILTER_LISTEN":                   milterAddr,
-		"CALIOPEN_LOOKUPD_SOCKETMAP":               lookupdAddr,
-		"CALIOPEN_API_LISTEN":                      apiAddr,
-		"CALIOPEN_API_SUBMISSION_ADDRESS":          pf.SMTPAddr,
-		"CALIOPEN_DNS_SERVER":                      startDNS(t).Addr,
-		"CALIOPEN_DNS_TIMEOUT":                     "1s",
-		"CALIOPEN_OPERATOR_LISTEN":                 freeAddr(t),
-	}
+	// The single-node set-up of docs/configuration.md; consistency is the
+	// default (QUORUM).
+	settings := cass.settings(t, "e2e_kill", map[string]string{
+		"CALIOPEN_MILTER_LISTEN":          milterAddr,
+		"CALIOPEN_LOOKUPD_SOCKETMAP":      lookupdAddr,
+		"CALIOPEN_API_LISTEN":             apiAddr,
+		"CALIOPEN_API_SUBMISSION_ADDRESS": pf.SMTPAddr,
+		"CALIOPEN_DNS_SERVER":             startDNS(t).Addr,
+		"CALIOPEN_DNS_TIMEOUT":            "1s",
+	})
 	admin := newNode(t, settings)
 	// The shipped default (RF 3, QUORUM) cannot store anything on one
 	// node: migrate refuses it rather than letting the milter answer 4xx forever.
