@@ -16,7 +16,8 @@
 //     ID finds its row; losers drop theirs.
 //   - Message and unread counts are counter columns changed only by the
 //     winner of a transaction (the dedup claim, a read-flag change, a delete),
-//     so they stay exact under concurrent redelivery.
+//     so they stay exact under concurrent redelivery; a retry after a winner
+//     failed repairs a count it lost from the message index (counts.go).
 //   - The conversation list is a per-user index clustered by (last activity,
 //     ID) descending, paged by cursor in O(page). The activity summary is
 //     written with USING TIMESTAMP = the message's received_at, so racing
