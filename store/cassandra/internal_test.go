@@ -164,9 +164,11 @@ func TestMigrateConcurrent(t *testing.T) {
 	if err := migrate(ctx, cfg, log, v1); err != nil {
 		t.Fatalf("bootstrap migrate: %v", err)
 	}
+	// The second version is one this binary does not know.
+	next := SchemaVersion() + 1
 	v2 := fstest.MapFS{
-		"migrations/0001_a.cql": v1["migrations/0001_a.cql"],
-		"migrations/0999_b.cql": {Data: []byte("ALTER TABLE t1 ADD v text;\nCREATE TABLE IF NOT EXISTS t2 (k int PRIMARY KEY);\n")},
+		"migrations/0001_a.cql":                    v1["migrations/0001_a.cql"],
+		fmt.Sprintf("migrations/%04d_b.cql", next): {Data: []byte("ALTER TABLE t1 ADD v text;\nCREATE TABLE IF NOT EXISTS t2 (k int PRIMARY KEY);\n")},
 	}
 	var wg sync.WaitGroup
 	errs := make([]error, 3)
@@ -186,16 +188,16 @@ func TestMigrateConcurrent(t *testing.T) {
 	}
 	defer sess.Close()
 	if err := sess.Query(`INSERT INTO t1 (k, v) VALUES (1, 'x')`).Exec(); err != nil {
-		t.Errorf("migration 0999 not applied: %v", err)
+		t.Errorf("migration %04d not applied: %v", next, err)
 	}
 	applied, err := appliedVersions(ctx, sess)
-	if err != nil || len(applied) != 2 || !applied[1] || !applied[999] {
-		t.Errorf("applied versions = %v, %v; want 1 and 999", applied, err)
+	if err != nil || len(applied) != 2 || !applied[1] || !applied[next] {
+		t.Errorf("applied versions = %v, %v; want 1 and %d", applied, err, next)
 	}
 	if err := migrate(ctx, cfg, log, v2); err != nil {
 		t.Errorf("migrate again (nothing to do): %v", err)
 	}
-	// This binary's own schema knows no version 999: Open must refuse.
+	// This binary's own schema knows no version next: Open must refuse.
 	if _, err := Open(ctx, cfg, log); err == nil || !strings.Contains(err.Error(), "newer") {
 		t.Errorf("Open on a schema newer than the binary: %v, want a refusal", err)
 	}
