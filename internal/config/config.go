@@ -195,7 +195,7 @@ func Default() Config {
 			Cassandra: Cassandra{
 				Hosts:          []string{"127.0.0.1:9042"},
 				Keyspace:       "caliopen",
-				Replication:    "{'class': 'SimpleStrategy', 'replication_factor': 1}",
+				Replication:    "{'class': 'SimpleStrategy', 'replication_factor': 3}",
 				Consistency:    "QUORUM",
 				Timeout:        Duration(5 * time.Second),
 				ConnectTimeout: Duration(5 * time.Second),

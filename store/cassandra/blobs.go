@@ -88,6 +88,19 @@ func (st *Store) messageStored(ctx context.Context, m store.Message) error {
 	return st.q(ctx, `UPDATE blob_refs SET refs = refs + 1 WHERE hash = ?`, m.RawHash).Exec()
 }
 
+// messageUnstored gives back what messageStored took for a message that was
+// not stored after all (it lost the dedup race); the winner holds its own
+// reference, so the blob stays.
+func (st *Store) messageUnstored(ctx context.Context, m store.Message) error {
+	if err := st.q(ctx, `UPDATE user_usage SET bytes = bytes - ? WHERE user_id = ?`, m.RawSize, gu(m.UserID)).Exec(); err != nil {
+		return err
+	}
+	if m.RawHash == "" {
+		return nil
+	}
+	return st.q(ctx, `UPDATE blob_refs SET refs = refs - 1 WHERE hash = ?`, m.RawHash).Exec()
+}
+
 // messageGone gives back what messageStored took; the last reference
 // deletes the blob.
 func (st *Store) messageGone(ctx context.Context, m store.Message) error {

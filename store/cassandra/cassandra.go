@@ -16,7 +16,8 @@
 //     ID finds its row; losers drop theirs.
 //   - Message and unread counts are counter columns changed only by the
 //     winner of a transaction (the dedup claim, a read-flag change, a delete),
-//     so they stay exact under concurrent redelivery.
+//     so they stay exact under concurrent redelivery; a retry after a winner
+//     failed repairs a count it lost from the message index (counts.go).
 //   - The conversation list is a per-user index clustered by (last activity,
 //     ID) descending, paged by cursor in O(page). The activity summary is
 //     written with USING TIMESTAMP = the message's received_at, so racing
@@ -58,7 +59,8 @@ type Config struct {
 	// Keyspace holds Caliopen's tables (default "caliopen").
 	Keyspace string
 	// Replication is the CQL map literal used when Migrate creates the keyspace
-	// (default {'class':'SimpleStrategy','replication_factor':1}).
+	// (default {'class':'SimpleStrategy','replication_factor':3}: with QUORUM,
+	// every write acknowledged by two replicas; see CheckDurability).
 	Replication string
 	// Consistency for reads and writes, e.g. "LOCAL_QUORUM" (default QUORUM).
 	// Lightweight transactions use LOCAL_SERIAL when it starts with LOCAL_, else SERIAL.
@@ -71,7 +73,7 @@ type Config struct {
 
 const (
 	defaultKeyspace    = "caliopen"
-	defaultReplication = "{'class':'SimpleStrategy','replication_factor':1}"
+	defaultReplication = "{'class':'SimpleStrategy','replication_factor':3}"
 	defaultTimeout     = 5 * time.Second
 )
 

@@ -219,7 +219,8 @@ func TestReconnectAfterRestart(t *testing.T) {
 	t.Cleanup(func() { _ = exec.Command("../../scripts/cassandra.sh", "stop", dir).Run() })
 
 	cfg := cassandra.Config{Hosts: []string{"127.0.0.1:" + port}, Keyspace: "caliopen_restart", Consistency: "ONE",
-		Timeout: 5 * time.Second, ConnectTimeout: 5 * time.Second}
+		Replication: "{'class': 'SimpleStrategy', 'replication_factor': 1}", // one node
+		Timeout:     5 * time.Second, ConnectTimeout: 5 * time.Second}
 	if err := cassandra.Migrate(ctx, cfg, slog.New(slog.DiscardHandler)); err != nil {
 		t.Fatalf("Migrate: %v", err)
 	}

@@ -143,7 +143,7 @@ func TestMigrateConcurrent(t *testing.T) {
 		Hosts:    strings.Split(hosts, ","),
 		Keyspace: fmt.Sprintf("caliopen_mig_%d", time.Now().UnixNano()%1e9),
 		Timeout:  20 * time.Second, ConnectTimeout: 10 * time.Second,
-		Consistency: "ONE",
+		Consistency: "ONE", Replication: "{'class': 'SimpleStrategy', 'replication_factor': 1}", // one node
 	}
 	log := slog.New(slog.DiscardHandler)
 	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)

@@ -3,7 +3,6 @@ package cassandra
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -82,8 +81,9 @@ func scanMessage(sc interface{ Scan(...any) error }) (store.Message, error) {
 // PutMessage stores m once per (UserID, DedupKey). Each caller first writes
 // the message row under its own ID, then a lightweight transaction on
 // message_dedup picks the winner: a loser drops its row and returns the
-// winner's, which is already readable. Only the winner writes the indexes and
-// counts the message, so counters stay exact under concurrent redelivery.
+// winner's, which is already readable. Only the winner counts the message
+// and writes the indexes, so counters stay exact under concurrent
+// redelivery; a retry after the winner failed repairs the count (counts.go).
 func (st *Store) PutMessage(ctx context.Context, m store.Message) (store.Message, bool, error) {
 	const op = "put message"
 	if m.UserID == uuid.Nil || m.ConversationID == uuid.Nil {
@@ -117,9 +117,12 @@ func (st *Store) PutMessage(ctx context.Context, m store.Message) (store.Message
 	case prevErr == nil:
 		if prev.ConversationID == conv.ID {
 			// Redoing the (idempotent) index writes lets a retry finish a
-			// PutMessage that failed after winning the key. The counters are
-			// not redone: such a failure can leave them one short.
+			// PutMessage that failed after winning the key; the count it
+			// may have lost is repaired from the index.
 			if err := st.indexMessage(ctx, prev, conv); err != nil {
+				return store.Message{}, false, wrap(op, err)
+			}
+			if err := st.repairCount(ctx, prev); err != nil {
 				return store.Message{}, false, wrap(op, err)
 			}
 		}
@@ -128,6 +131,12 @@ func (st *Store) PutMessage(ctx context.Context, m store.Message) (store.Message
 		return store.Message{}, false, prevErr
 	}
 
+	// The blob reference and the usage are taken before the claim and given
+	// back by a loser: a crash can then only leave them one too high (a blob
+	// kept, never one deleted while a message still needs it).
+	if err := st.messageStored(ctx, m); err != nil {
+		return store.Message{}, false, wrap(op, err)
+	}
 	if err := st.insertMessage(ctx, m); err != nil {
 		return store.Message{}, false, wrap(op, err)
 	}
@@ -141,20 +150,28 @@ func (st *Store) PutMessage(ctx context.Context, m store.Message) (store.Message
 		winner := prevUUID(cas, "id")
 		if winner != m.ID {
 			st.dropRow(ctx, m)
+			if err := st.messageUnstored(ctx, m); err != nil {
+				st.log.Warn("cassandra: giving back a lost race's blob reference failed; the blob is kept", "raw", m.RawHash, "err", err)
+			}
 		}
 		got, err := st.GetMessage(ctx, m.UserID, winner)
 		return got, false, err
 	}
 
-	// Only the winner counts the message, exactly once: counter updates are
-	// not idempotent, so the driver never retries them, and a caller's retry
-	// takes the duplicate path, which re-indexes but does not count.
-	var countErr, refErr error
-	wg.Go(func() { countErr = st.addCounts(ctx, m.UserID, m.ConversationID, store.PutDelta(m)) })
-	wg.Go(func() { refErr = st.messageStored(ctx, m) })
-	idxErr := st.indexMessage(ctx, m, conv)
-	wg.Wait()
-	if err := errors.Join(idxErr, countErr, refErr); err != nil {
+	// Only the winner counts the message: counter updates are not
+	// idempotent, so the driver never retries them, and a caller's retry
+	// takes the duplicate path, which re-indexes and repairs a lost count.
+	// Counted before indexed: the repair relies on it (counts.go).
+	if err := faultAt(ctx, "claimed"); err != nil {
+		return store.Message{}, false, wrap(op, err)
+	}
+	if err := st.addCounts(ctx, m.UserID, m.ConversationID, store.PutDelta(m)); err != nil {
+		return store.Message{}, false, wrap(op, err)
+	}
+	if err := faultAt(ctx, "counted"); err != nil {
+		return store.Message{}, false, wrap(op, err)
+	}
+	if err := st.indexMessage(ctx, m, conv); err != nil {
 		return store.Message{}, false, wrap(op, err)
 	}
 	return m, true, nil
@@ -168,10 +185,12 @@ func (st *Store) dropRow(ctx context.Context, m store.Message) {
 	}
 }
 
-// indexMessage makes a stored message visible: conversation index, Message-ID
-// lookup, then the conversation's place in the activity list (the new row
-// goes in before the summary changes and the old one goes after, so a reader
-// always finds a row matching the summary). Every write is idempotent.
+// indexMessage makes a stored message visible: conversation index, the
+// conversation's place in the activity list (the new row goes in before the
+// summary changes and the old one goes after, so a reader always finds a row
+// matching the summary), and last the Message-ID lookup: ingest takes a
+// message found by Message-ID for stored, so it must find only complete
+// ones. Every write is idempotent.
 func (st *Store) indexMessage(ctx context.Context, m store.Message, conv store.Conversation) error {
 	recv := sortNanos(m.ReceivedAt)
 	old := sortNanos(conv.LastActivity)
@@ -182,9 +201,6 @@ func (st *Store) indexMessage(ctx context.Context, m store.Message, conv store.C
 	b.Query(`INSERT INTO conversation_buckets (user_id, conversation_id, bucket) VALUES (?, ?, ?)`, gu(m.UserID), gu(m.ConversationID), bucket)
 	b.Query(`INSERT INTO conversation_messages (user_id, conversation_id, bucket, received_at, id) VALUES (?, ?, ?, ?, ?)`,
 		gu(m.UserID), gu(m.ConversationID), bucket, recv, gu(m.ID))
-	if m.MessageID != "" {
-		b.Query(`INSERT INTO messages_by_message_id (user_id, message_id, id) VALUES (?, ?, ?)`, gu(m.UserID), m.MessageID, gu(m.ID))
-	}
 	if recv > old { // an older message (an import) does not move the conversation
 		b.Query(`INSERT INTO conversations_by_activity (user_id, last_activity, id) VALUES (?, ?, ?)`, gu(m.UserID), recv, gu(m.ConversationID))
 	}
@@ -194,10 +210,17 @@ func (st *Store) indexMessage(ctx context.Context, m store.Message, conv store.C
 	if err := st.writeSummary(ctx, m); err != nil {
 		return err
 	}
+	var wg sync.WaitGroup
 	if old < recv {
-		st.dropActivityRow(ctx, m.UserID, activityCursor{old, m.ConversationID})
+		wg.Go(func() { st.dropActivityRow(ctx, m.UserID, activityCursor{old, m.ConversationID}) })
 	}
-	return nil
+	var err error
+	if m.MessageID != "" {
+		err = st.q(ctx, `INSERT INTO messages_by_message_id (user_id, message_id, id) VALUES (?, ?, ?)`,
+			gu(m.UserID), m.MessageID, gu(m.ID)).Exec()
+	}
+	wg.Wait()
+	return err
 }
 
 // writeSummary makes m the conversation's latest message, with write
@@ -429,11 +452,6 @@ func (st *Store) DeleteMessage(ctx context.Context, userID, id uuid.UUID) error 
 	if err := st.dropMessage(ctx, m); err != nil {
 		return err
 	}
-	bucket := bucketOf(m.ReceivedAt)
-	if err := st.q(ctx, `DELETE FROM conversation_messages WHERE user_id = ? AND conversation_id = ? AND bucket = ? AND received_at = ? AND id = ?`,
-		gu(userID), gu(m.ConversationID), bucket, sortNanos(m.ReceivedAt), gu(id)).Exec(); err != nil {
-		return wrap(op, err)
-	}
 	conv, err := st.GetConversation(ctx, userID, m.ConversationID)
 	if err != nil {
 		if isNotFound(err) {
@@ -476,6 +494,11 @@ func (st *Store) dropMessage(ctx context.Context, m store.Message) error {
 	}
 	if !ok {
 		return fmt.Errorf("%s: %w", op, store.ErrNotFound)
+	}
+	// Unindexed before uncounted: the count repair relies on it (counts.go).
+	if err := st.q(ctx, `DELETE FROM conversation_messages WHERE user_id = ? AND conversation_id = ? AND bucket = ? AND received_at = ? AND id = ?`,
+		gu(userID), gu(m.ConversationID), bucketOf(m.ReceivedAt), sortNanos(m.ReceivedAt), gu(id)).Exec(); err != nil {
+		return wrap(op, err)
 	}
 	if err := st.addCounts(ctx, userID, m.ConversationID, store.DeleteDelta(m)); err != nil {
 		return wrap(op, err)
