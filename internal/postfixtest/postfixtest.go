@@ -47,6 +47,7 @@ import (
 	"os/user"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -87,6 +88,14 @@ type Options struct {
 	// the milter and the lookup tables) chrooted to the queue directory, as
 	// Debian's master.cf does.
 	Chroot bool
+	// Fresh leaves out of the harness's own main.cf lines the parameters
+	// contrib/postfix/main.cf sets, as a fresh Postfix's main.cf does not set
+	// them: for a test that appends the fragments itself, as an operator
+	// does. Duplicate names are not only noise: every process logs a warning
+	// for each, and with maillog_file (postlogd) and Linux's default
+	// net.unix.max_dgram_qlen of 10 a burst of them after a reload filled
+	// the log socket and deadlocked postlogd, and with it every daemon.
+	Fresh bool
 }
 
 // TLSMode says whether smtpd offers STARTTLS.
@@ -265,6 +274,13 @@ func start(tb testing.TB, opts Options) (*Instance, error) {
 	}
 	main.set("test", opts.Main)
 	master = append(master, opts.Master...)
+	if opts.Fresh {
+		names, err := FragmentNames()
+		if err != nil {
+			return nil, err
+		}
+		main.omit(names)
+	}
 
 	if err := os.WriteFile(filepath.Join(in.ConfigDir, "main.cf"), main.render(), 0o644); err != nil {
 		return nil, err
@@ -491,6 +507,28 @@ func (p *params) set(src string, entries []string) {
 		p.val[name] = strings.TrimSpace(value)
 		p.src[name] = src
 	}
+}
+
+// omit drops the named parameters.
+func (p *params) omit(names []string) {
+	for _, name := range names {
+		delete(p.val, name)
+	}
+	p.order = slices.DeleteFunc(p.order, func(name string) bool { _, ok := p.val[name]; return !ok })
+}
+
+// FragmentNames lists the parameters contrib/postfix/main.cf sets.
+func FragmentNames() ([]string, error) {
+	mainCF, _, err := readFragments(&Include{})
+	if err != nil {
+		return nil, err
+	}
+	var names []string
+	for _, e := range splitEntries(mainCF) {
+		name, _, _ := strings.Cut(e, "=")
+		names = append(names, strings.TrimSpace(name))
+	}
+	return names, nil
 }
 
 func (p *params) render() []byte {
