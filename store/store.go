@@ -17,6 +17,7 @@ package store
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"time"
 
@@ -111,6 +112,11 @@ type Contact struct {
 	Keys      []PublicKey `json:"keys"`
 	CreatedAt time.Time   `json:"created_at"`
 	UpdatedAt time.Time   `json:"updated_at"`
+	// History is ingest's summary of the latest inbound messages from this
+	// contact (the PI's "usual protection"), kept up to date as messages are
+	// stored so that a delivery reads no earlier message. Opaque to the
+	// engines, which store it as given; nil when never recorded.
+	History json.RawMessage `json:"history,omitempty"`
 }
 
 // Participant is one party to a message, resolved to a contact when known.
