@@ -350,9 +350,9 @@ func (in *Ingester) deliver(ctx context.Context, userID uuid.UUID, m *prepared, 
 		Protocol: m.protocol, Inbound: m.inbound, Date: date, ReceivedAt: m.at,
 		MessageID: p.MessageID, InReplyTo: p.InReplyTo, References: p.References,
 		Subject: p.Subject, Participants: pp.participants, Excerpt: p.Excerpt,
-		TextBody: p.TextBody, HTMLBody: p.HTMLBody, Attachments: p.Attachments,
-		Flags:    store.Flags{Read: !m.inbound, Tags: []string{}},
-		Security: secJSON, PI: pi, RawHash: m.hash, RawSize: int64(len(m.raw)),
+		Attachments: p.Attachments, // the bodies stay in the raw blob only (the API reads them there)
+		Flags:       store.Flags{Read: !m.inbound, Tags: []string{}},
+		Security:    secJSON, PI: pi, RawHash: m.hash, RawSize: int64(len(m.raw)),
 	}
 	if err := m.blobStored(); err != nil {
 		return Delivery{}, err

@@ -171,10 +171,13 @@ type Message struct {
 	Subject      string        `json:"subject"`
 	Participants []Participant `json:"participants"`
 	Excerpt      string        `json:"excerpt"`
-	TextBody     string        `json:"text_body,omitempty"`
-	HTMLBody     string        `json:"html_body,omitempty"`
-	Attachments  []Attachment  `json:"attachments,omitempty"`
-	Flags        Flags         `json:"flags"`
+	// TextBody and HTMLBody are set only on messages stored before the
+	// bodies were read from the raw message (RawHash) when served: ingest
+	// leaves them empty, so that a message's text is not stored twice.
+	TextBody    string       `json:"text_body,omitempty"`
+	HTMLBody    string       `json:"html_body,omitempty"`
+	Attachments []Attachment `json:"attachments,omitempty"`
+	Flags       Flags        `json:"flags"`
 	// Security is the verified security facts as JSON (ingest's feature set),
 	// opaque to the store.
 	Security []byte `json:"security,omitempty"`
