@@ -13,7 +13,6 @@ import (
 	mrand "math/rand/v2"
 	"net"
 	"os"
-	"path/filepath"
 	"runtime/pprof"
 	"strings"
 	"sync/atomic"
@@ -21,12 +20,8 @@ import (
 	"time"
 
 	"github.com/emersion/go-msgauth/dkim"
-	"github.com/google/uuid"
 
 	"github.com/caliopen/caliopen/ingest"
-	"github.com/caliopen/caliopen/resolve"
-	"github.com/caliopen/caliopen/store"
-	"github.com/caliopen/caliopen/store/embedded"
 	"github.com/caliopen/caliopen/verify"
 )
 
@@ -112,38 +107,12 @@ func BenchmarkDeliveryMix(b *testing.B) {
 		msgs[i] = raw
 	}
 
-	st, err := embedded.Open(filepath.Join(b.TempDir(), "bench.db"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { st.Close() })
-	ctx := context.Background()
-	alice := uuid.Must(uuid.NewV7())
-	for _, err := range []error{
-		st.AddDomain(ctx, store.Domain{Name: "example.org", CreatedAt: time.Now()}),
-		st.CreateUser(ctx, store.User{ID: alice, Name: "alice", CreatedAt: time.Now()}),
-		st.AddAddress(ctx, store.Address{Address: "alice@example.org", UserID: alice}),
-	} {
-		if err != nil {
-			b.Fatal(err)
-		}
-	}
-	res, err := resolve.New(resolve.Config{Store: st, Delimiter: resolve.DefaultDelimiter})
-	if err != nil {
-		b.Fatal(err)
-	}
 	v, err := verify.New(verify.Config{Resolver: dns, Timeout: 5 * time.Second})
 	if err != nil {
 		b.Fatal(err)
 	}
-	kt, err := New(Config{Verify: v, Store: st})
-	if err != nil {
-		b.Fatal(err)
-	}
-	in, err := ingest.New(ingest.Config{Store: st, Resolver: res, Verifier: kt})
-	if err != nil {
-		b.Fatal(err)
-	}
+	_, _, in := deliveryPath(b, v)
+	ctx := context.Background()
 	var next, passed atomic.Int64
 	b.SetParallelism(5) // 10 callers on 2 cores
 	if *deliveryProfile != "" {
