@@ -454,6 +454,10 @@ func TestMergeContacts(t *testing.T) {
 	if merged.ID != into.ID || len(merged.Channels) != 2 {
 		t.Errorf("carol@work.example belongs to %v with %d channels, want %v with 2", merged.ID, len(merged.Channels), into.ID)
 	}
+	// Both addresses' messages are the merged contact's history.
+	if es, ok := decodeHistory(&merged); !ok || len(es) != 3 || es[0].Key != historyKey(home.RawHash) {
+		t.Errorf("merged history = %+v (%v), want the 3 messages, the one from home first", es, ok)
+	}
 	if _, err := f.st.GetContact(f.ctx, f.alice, from.ID); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("merged contact still exists: %v", err)
 	}
