@@ -152,11 +152,9 @@ func (s *Server) getMessage(c echo.Context) error {
 		InReplyTo:      nonNil(m.InReplyTo),
 		References:     nonNil(m.References),
 		Headers:        []headerView{},
-		TextBody:       m.TextBody,
 		AttachmentList: make([]attachmentView, 0, len(m.Attachments)),
 		RawSize:        m.RawSize,
 	}
-	v.HTMLBody, v.RemoteImagesBlocked = sanitizeHTML(m.HTMLBody)
 	if json.Valid(m.Security) {
 		v.Security = m.Security
 	} else {
@@ -166,22 +164,44 @@ func (s *Server) getMessage(c echo.Context) error {
 		v.AttachmentList = append(v.AttachmentList, attachmentView{Attachment: a,
 			URL: fmt.Sprintf("%s/messages/%s/attachments/%s", Prefix, m.ID, a.PartPath)})
 	}
+	text, html := m.TextBody, m.HTMLBody
 	if m.RawHash != "" {
 		raw, err := s.st.GetBlob(c.Request().Context(), m.RawHash)
 		if err != nil {
 			return fmt.Errorf("get raw of %s: %w", m.ID, err)
 		}
-		v.Headers = headersOf(raw)
+		if text == "" && html == "" {
+			// Bodies are not stored (except on old records): one parse of
+			// the raw message gives them, as it gave them to ingest.
+			p := parseRaw(raw)
+			text, html = p.TextBody, p.HTMLBody
+			v.Headers = headersFrom(p.Header())
+		} else {
+			v.Headers = headersFrom(message.ReadHeader(raw))
+		}
 	}
+	v.TextBody = text
+	v.HTMLBody, v.RemoteImagesBlocked = sanitizeHTML(html)
 	return c.JSON(http.StatusOK, v)
 }
 
-// headersOf returns the top-level header fields of raw, in order, with
-// encoded words decoded where they can be. A header that does not parse
-// yields what was read before the problem.
-func headersOf(raw []byte) []headerView {
+// parseRaw parses a stored raw message; a parser panic (a bug, which
+// ingest survived by storing the message raw only) gives no bodies.
+func parseRaw(raw []byte) (m *message.Message) {
+	defer func() {
+		if r := recover(); r != nil {
+			m = &message.Message{Root: &message.Part{Header: message.ReadHeader(raw)}}
+		}
+	}()
+	return message.Parse(raw, message.Options{})
+}
+
+// headersFrom returns the top-level header fields, in order, with encoded
+// words decoded where they can be. A header that does not parse yields
+// what was read before the problem.
+func headersFrom(h message.Header) []headerView {
 	out := []headerView{}
-	for _, f := range message.ReadHeader(raw) {
+	for _, f := range h {
 		v := message.DecodeWords(f.Value)
 		if !utf8.ValidString(v) {
 			v = strings.ToValidUTF8(v, "\uFFFD")

@@ -389,3 +389,40 @@ func TestCursorAcrossLimits(t *testing.T) {
 		t.Fatalf("%d conversations over pages of 7, 3, 6, 50 (cursor %q), want 20", len(ids), cursor)
 	}
 }
+
+// The bodies are served from the raw message (ingest stores only the
+// excerpt); a record stored with its bodies, as before, is served as stored.
+func TestMessageBodiesFromRawAndOldRecords(t *testing.T) {
+	h := newHarness(t)
+	ctx := context.Background()
+	d := h.deliver(h.alice, richMessage)
+	stored, err := h.st.GetMessage(ctx, h.alice.ID, d.MessageID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if stored.TextBody != "" || stored.HTMLBody != "" || !strings.Contains(stored.Excerpt, "see the report") {
+		t.Fatalf("stored record: text %q html %q excerpt %q; want no bodies, an excerpt", stored.TextBody, stored.HTMLBody, stored.Excerpt)
+	}
+
+	// An old record: same raw message, bodies in the record.
+	raw, err := h.st.GetBlob(ctx, stored.RawHash)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := stored
+	old.ID, old.DedupKey = uuid.Must(uuid.NewV7()), "old:"+stored.RawHash
+	old.TextBody, old.HTMLBody = "as stored then", "<p>stored <i>then</i></p>"
+	if _, err := h.st.PutBlob(ctx, raw); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := h.st.PutMessage(ctx, old); err != nil {
+		t.Fatal(err)
+	}
+	m := decode[messageView](t, h.do(http.MethodGet, "/api/v1/messages/"+old.ID.String(), h.alice.Token, nil), http.StatusOK)
+	if m.TextBody != "as stored then" || m.HTMLBody != "<p>stored <i>then</i></p>" {
+		t.Errorf("old record served text %q html %q", m.TextBody, m.HTMLBody)
+	}
+	if i := slices.IndexFunc(m.Headers, func(h headerView) bool { return h.Name == "Subject" }); i < 0 || m.Headers[i].Value != "Café plans" {
+		t.Errorf("old record headers: %+v", m.Headers)
+	}
+}

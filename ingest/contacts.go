@@ -240,6 +240,7 @@ func newContact(userID uuid.UUID, a Addr, now time.Time) (*store.Contact, error)
 		Channels:  []store.Channel{{Protocol: "email", Address: a.Address, LastUsed: now}},
 		Keys:      []store.PublicKey{},
 		CreatedAt: now, UpdatedAt: now,
+		History: emptyHistory, // a new contact has no earlier message to read
 	}, nil
 }
 
@@ -421,6 +422,9 @@ func (in *Ingester) MergeContacts(ctx context.Context, userID, into, from uuid.U
 	}
 	if merged.Name == "" {
 		merged.Name = cf.Name
+	}
+	if merged.History, err = mergeHistory(&ci, &cf); err != nil {
+		return fmt.Errorf("ingest: merge: history: %w", err)
 	}
 	merged.UpdatedAt = now
 	if len(cf.Channels) > 0 || len(cf.Keys) > 0 {

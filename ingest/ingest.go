@@ -309,12 +309,16 @@ func (in *Ingester) deliver(ctx context.Context, userID uuid.UUID, m *prepared, 
 
 	sec := Security{Version: SecurityVersion, Structure: p.Structure, ParseProblems: p.Problems}
 	features := baseFeatures(m.env, p, m.inbound)
-	var afterStore func(context.Context) error
+	var (
+		afterStore func(context.Context) error
+		history    []historyEntry
+	)
 	if m.inbound {
 		sec.Envelope = envelopeFacts(m.env)
-		if features.History, err = in.history(ctx, userID, pp.sender, conv); err != nil {
+		if history, err = in.history(ctx, userID, pp.sender, conv); err != nil {
 			return Delivery{}, err
 		}
+		features.History = summarise(history)
 		features, afterStore, err = in.verify(ctx, VerifyInput{
 			UserID: userID, Envelope: m.env, Raw: m.raw, RawHash: m.hash, From: pp.from, Parsed: p,
 			Sender: pp.sender, Features: features,
@@ -346,14 +350,37 @@ func (in *Ingester) deliver(ctx context.Context, userID uuid.UUID, m *prepared, 
 		Protocol: m.protocol, Inbound: m.inbound, Date: date, ReceivedAt: m.at,
 		MessageID: p.MessageID, InReplyTo: p.InReplyTo, References: p.References,
 		Subject: p.Subject, Participants: pp.participants, Excerpt: p.Excerpt,
-		TextBody: p.TextBody, HTMLBody: p.HTMLBody, Attachments: p.Attachments,
-		Flags:    store.Flags{Read: !m.inbound, Tags: []string{}},
-		Security: secJSON, PI: pi, RawHash: m.hash, RawSize: int64(len(m.raw)),
+		Attachments: p.Attachments, // the bodies stay in the raw blob only (the API reads them there)
+		Flags:       store.Flags{Read: !m.inbound, Tags: []string{}},
+		Security:    secJSON, PI: pi, RawHash: m.hash, RawSize: int64(len(m.raw)),
 	}
 	if err := m.blobStored(); err != nil {
 		return Delivery{}, err
 	}
+	// The sender's history learns this message in a write that runs with
+	// the message's own, so that both share one group commit. Keyed by the
+	// raw hash, the entry of a message that turns out to be a duplicate (or
+	// whose put fails and is retried) is the same entry, never a second one.
+	var historyDone chan error
+	if m.inbound && pp.sender != nil {
+		historyDone = make(chan error, 1)
+		e := newHistoryEntry(m.hash, m.at.UnixMilli(), features)
+		go func() {
+			defer func() { // a store bug must not take the process down from here
+				if r := recover(); r != nil {
+					historyDone <- fmt.Errorf("panic: %v", r)
+				}
+			}()
+			historyDone <- in.recordHistory(ctx, userID, pp.sender.ID, history, e)
+		}()
+	}
 	stored, created, err := in.store.PutMessage(ctx, msg)
+	if historyDone != nil {
+		// Only the history misses a message when this fails: it is a sample.
+		if herr := <-historyDone; herr != nil {
+			in.log().Warn("ingest: sender history not updated", "user", userID, "contact", pp.sender.ID, "err", herr)
+		}
+	}
 	if err != nil {
 		return Delivery{}, fmt.Errorf("ingest: store message for %s: %w", userID, err)
 	}

@@ -61,8 +61,9 @@ type Verifier struct {
 	// The DNS checks (DKIM, SPF, DMARC, ARC) depend on the message only:
 	// a message for several users is checked once, and each user gets only
 	// the OpenPGP analysis, which depends on their keys.
-	mu     sync.Mutex
-	recent map[[32]byte]recentFacts
+	mu      sync.Mutex
+	recent  map[[32]byte]recentFacts
+	sweptAt time.Time // last scan of recent for expired entries
 }
 
 // New returns a Verifier, or an error naming a missing dependency.
@@ -120,9 +121,15 @@ func (k *Verifier) verifyOnce(ctx context.Context, in verify.Input, rawHash stri
 		return f, err
 	}
 	k.mu.Lock()
-	for h, old := range k.recent { // few entries: messages in flight
-		if now.Sub(old.at) >= recentTTL {
-			delete(k.recent, h)
+	// Sweep at most once a second: at a steady rate the map holds a
+	// minute of messages (up to its cap), and scanning it on every
+	// message was a tenth of the delivery path's CPU.
+	if now.After(k.sweptAt.Add(time.Second)) {
+		k.sweptAt = now
+		for h, old := range k.recent {
+			if now.Sub(old.at) >= recentTTL {
+				delete(k.recent, h)
+			}
 		}
 	}
 	if len(k.recent) < 1024 {

@@ -95,5 +95,11 @@ func reverifyOne(ctx context.Context, st store.Store, v *verify.Verifier, userID
 		}
 		return false, err
 	}
+	// The sender's history counts the completed check from now on (a
+	// pending one never counted). The message itself is done either way.
+	m.UserID = userID
+	if err := ingest.UpdateHistory(ctx, st, m, sec.Features); err != nil {
+		return true, err
+	}
 	return true, nil
 }

@@ -125,34 +125,7 @@ func newV14Timeout(t *testing.T, dnsTimeout time.Duration) *v14 {
 		t.Fatal(err)
 	}
 
-	st, err := embedded.Open(filepath.Join(t.TempDir(), "s.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	ctx := t.Context()
-	alice := uuid.Must(uuid.NewV7())
-	for _, err := range []error{
-		st.AddDomain(ctx, store.Domain{Name: "example.org"}),
-		st.CreateUser(ctx, store.User{ID: alice, Name: "alice"}),
-		st.AddAddress(ctx, store.Address{Address: "alice@example.org", UserID: alice}),
-	} {
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	r, err := resolve.New(resolve.Config{Store: st, Delimiter: resolve.DefaultDelimiter})
-	if err != nil {
-		t.Fatal(err)
-	}
-	kt, err := New(Config{Verify: v, Store: st})
-	if err != nil {
-		t.Fatal(err)
-	}
-	in, err := ingest.New(ingest.Config{Store: st, Resolver: r, Verifier: kt})
-	if err != nil {
-		t.Fatal(err)
-	}
+	st, alice, in := deliveryPath(t, v)
 	return &v14{zone: zone, st: st, v: v, alice: alice, key: priv, raw: signedMessage(t, priv, "v14"),
 		in: in,
 		env: ingest.Envelope{Recipients: []string{"alice@example.org"}, MailFrom: "bob@remote.example",
@@ -346,4 +319,40 @@ func TestQueueRoundStopsDuringOutage(t *testing.T) {
 	if q.Len() != n {
 		t.Errorf("%d messages queued after the round, want all %d", q.Len(), n)
 	}
+}
+
+// deliveryPath is the milter's delivery path without the milter: ingest
+// with this package's Verifier over v, on an embedded store (fsync on) that
+// hosts alice@example.org.
+func deliveryPath(tb testing.TB, v *verify.Verifier) (store.Store, uuid.UUID, *ingest.Ingester) {
+	tb.Helper()
+	st, err := embedded.Open(filepath.Join(tb.TempDir(), "s.db"))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { st.Close() })
+	ctx := context.Background()
+	alice := uuid.Must(uuid.NewV7())
+	for _, err := range []error{
+		st.AddDomain(ctx, store.Domain{Name: "example.org"}),
+		st.CreateUser(ctx, store.User{ID: alice, Name: "alice"}),
+		st.AddAddress(ctx, store.Address{Address: "alice@example.org", UserID: alice}),
+	} {
+		if err != nil {
+			tb.Fatal(err)
+		}
+	}
+	r, err := resolve.New(resolve.Config{Store: st, Delimiter: resolve.DefaultDelimiter})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	kt, err := New(Config{Verify: v, Store: st})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	in, err := ingest.New(ingest.Config{Store: st, Resolver: r, Verifier: kt})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return st, alice, in
 }

@@ -17,6 +17,7 @@ package store
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"time"
 
@@ -111,6 +112,11 @@ type Contact struct {
 	Keys      []PublicKey `json:"keys"`
 	CreatedAt time.Time   `json:"created_at"`
 	UpdatedAt time.Time   `json:"updated_at"`
+	// History is ingest's summary of the latest inbound messages from this
+	// contact (the PI's "usual protection"), kept up to date as messages are
+	// stored so that a delivery reads no earlier message. Opaque to the
+	// engines, which store it as given; nil when never recorded.
+	History json.RawMessage `json:"history,omitempty"`
 }
 
 // Participant is one party to a message, resolved to a contact when known.
@@ -165,10 +171,13 @@ type Message struct {
 	Subject      string        `json:"subject"`
 	Participants []Participant `json:"participants"`
 	Excerpt      string        `json:"excerpt"`
-	TextBody     string        `json:"text_body,omitempty"`
-	HTMLBody     string        `json:"html_body,omitempty"`
-	Attachments  []Attachment  `json:"attachments,omitempty"`
-	Flags        Flags         `json:"flags"`
+	// TextBody and HTMLBody are set only on messages stored before the
+	// bodies were read from the raw message (RawHash) when served: ingest
+	// leaves them empty, so that a message's text is not stored twice.
+	TextBody    string       `json:"text_body,omitempty"`
+	HTMLBody    string       `json:"html_body,omitempty"`
+	Attachments []Attachment `json:"attachments,omitempty"`
+	Flags       Flags        `json:"flags"`
 	// Security is the verified security facts as JSON (ingest's feature set),
 	// opaque to the store.
 	Security []byte `json:"security,omitempty"`

@@ -100,8 +100,8 @@ func (st *Store) PutContact(ctx context.Context, c store.Contact) error {
 		release()
 		return fmt.Errorf("%s: encode keys: %w", op, err)
 	}
-	if err := st.q(ctx, `INSERT INTO contacts (user_id, id, name, channels, public_keys, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)`,
-		gu(c.UserID), gu(c.ID), c.Name, channels, keys, tn(c.CreatedAt), tn(c.UpdatedAt)).Exec(); err != nil {
+	if err := st.q(ctx, `INSERT INTO contacts (user_id, id, name, channels, public_keys, created_at, updated_at, history) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+		gu(c.UserID), gu(c.ID), c.Name, channels, keys, tn(c.CreatedAt), tn(c.UpdatedAt), []byte(c.History)).Exec(); err != nil {
 		release()
 		return wrap(op, err)
 	}
@@ -126,7 +126,7 @@ func (st *Store) releaseChannel(ctx context.Context, userID, contactID uuid.UUID
 	}
 }
 
-const contactCols = `user_id, id, name, channels, public_keys, created_at, updated_at`
+const contactCols = `user_id, id, name, channels, public_keys, created_at, updated_at, history`
 
 func scanContact(sc interface{ Scan(...any) error }) (store.Contact, error) {
 	var (
@@ -134,13 +134,17 @@ func scanContact(sc interface{ Scan(...any) error }) (store.Contact, error) {
 		id               gocql.UUID
 		out              store.Contact
 		channels, keys   []byte
+		history          []byte
 		created, updated int64
 	)
-	if err := sc.Scan(&c, &id, &out.Name, &channels, &keys, &created, &updated); err != nil {
+	if err := sc.Scan(&c, &id, &out.Name, &channels, &keys, &created, &updated, &history); err != nil {
 		return out, err
 	}
 	out.UserID, out.ID = ug(c), ug(id)
 	out.CreatedAt, out.UpdatedAt = fromNanos(created), fromNanos(updated)
+	if len(history) > 0 {
+		out.History = history
+	}
 	if len(channels) > 0 {
 		if err := json.Unmarshal(channels, &out.Channels); err != nil {
 			return out, fmt.Errorf("decode channels of contact %s: %w", out.ID, err)

@@ -204,6 +204,9 @@ func migrate(ctx context.Context, cfg Config, log *slog.Logger, fsys fs.FS) erro
 		start := time.Now()
 		log.Info("migrate: applying", "keyspace", cfg.Keyspace, "version", m.Version, "name", m.Name)
 		for i, s := range m.Statements {
+			if columnAdded(ctx, sess, s) {
+				continue // a run interrupted after this statement: ADD is not idempotent
+			}
 			if err := sess.Query(s).WithContext(ctx).Exec(); err != nil {
 				return wrap(fmt.Sprintf("migrate: %04d_%s statement %d", m.Version, m.Name, i+1), err)
 			}
@@ -254,6 +257,16 @@ func ensure(ctx context.Context, sess *gocql.Session, log *slog.Logger, what, st
 		}
 	}
 	return err
+}
+
+// alterAdd matches the one non-idempotent statement migrations use:
+// Cassandra before 5.0 has no ALTER TABLE … ADD IF NOT EXISTS.
+var alterAdd = regexp.MustCompile(`(?i)^\s*ALTER\s+TABLE\s+(\w+)\s+ADD\s+(\w+)\s`)
+
+// columnAdded reports whether stmt adds a column that already exists.
+func columnAdded(ctx context.Context, sess *gocql.Session, stmt string) bool {
+	m := alterAdd.FindStringSubmatch(stmt)
+	return m != nil && sess.Query(`SELECT `+m[2]+` FROM `+m[1]+` LIMIT 1`).WithContext(ctx).Exec() == nil
 }
 
 func tableExists(ctx context.Context, sess *gocql.Session, table string) bool {

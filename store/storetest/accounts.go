@@ -1,6 +1,7 @@
 package storetest
 
 import (
+	"encoding/json"
 	"slices"
 	"strings"
 	"testing"
@@ -270,6 +271,7 @@ func testContacts(t *testing.T, s store.Store) {
 		}},
 		CreatedAt: when,
 		UpdatedAt: when,
+		History:   json.RawMessage(`{"v":1,"m":[{"k":"0123456789abcdef","a":1,"t":"TLSv1.3"}]}`),
 	}
 	mustNil(t, s.PutContact(ctx, c), "PutContact")
 	got, err := s.GetContact(ctx, u.ID, c.ID)
@@ -290,6 +292,10 @@ func testContacts(t *testing.T, s store.Store) {
 	mustNil(t, err, "ListContacts")
 	if len(list) != 2 {
 		t.Errorf("ListContacts = %d contacts, want 2", len(list))
+	}
+	// No history given: none read back (ingest then reads the messages once).
+	if got, err := s.GetContact(ctx, u.ID, c2.ID); err != nil || got.History != nil {
+		t.Errorf("contact without history: history %q, %v; want nil", got.History, err)
 	}
 
 	// Replace: new name and keys, fewer channels.
@@ -321,6 +327,9 @@ const day = 24 * time.Hour
 
 func checkContact(t *testing.T, got, want store.Contact) {
 	t.Helper()
+	if string(got.History) != string(want.History) {
+		t.Errorf("contact history = %s, want %s", got.History, want.History)
+	}
 	if got.ID != want.ID || got.UserID != want.UserID || got.Name != want.Name {
 		t.Errorf("contact = %+v\nwant      %+v", got, want)
 		return
