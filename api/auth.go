@@ -218,5 +218,6 @@ func (s *Server) logout(c echo.Context) error {
 	if err := s.st.DeleteToken(c.Request().Context(), h); err != nil && !errors.Is(err, store.ErrNotFound) {
 		return fmt.Errorf("logout: %w", err)
 	}
+	s.revoked.token(h, s.now())
 	return noContent(c)
 }

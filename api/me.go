@@ -132,6 +132,7 @@ func (s *Server) changePassword(c echo.Context) error {
 	if err := s.st.DeleteUserTokens(ctx, uid, current); err != nil {
 		return fmt.Errorf("password: end other sessions: %w", err)
 	}
+	s.revoked.user(uid, current, s.now())
 	s.log.InfoContext(ctx, "password changed", "user", u.Name)
 	return c.JSON(http.StatusOK, map[string]int{"password_strength": strength})
 }

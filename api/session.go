@@ -81,7 +81,9 @@ func (r *revocations) current() uint64 {
 }
 
 // user records that every session of uid but keep ends now; token that one
-// session does. Call them before deleting from the store.
+// session does. Call them before deleting from the store and again after:
+// a request that read the sequence after the first mark and its token before
+// the delete, and slides it after the delete, sees the second mark.
 func (r *revocations) user(uid uuid.UUID, keep string, now time.Time) {
 	r.mu.Lock()
 	defer r.mu.Unlock()

@@ -133,15 +133,6 @@ func (in *Ingester) Ingest(ctx context.Context, env Envelope, raw []byte) (Resul
 		in.log().Debug("ingest: no hosted recipient", "queue_id", env.QueueID, "recipients", env.Recipients)
 		return Result{}, nil
 	}
-	if in.quota != nil {
-		// All or nothing: the sender gets one answer for the message, and
-		// a retry must not find it stored for some recipients only.
-		for _, u := range users {
-			if err := in.quota.Check(ctx, u, int64(len(raw))); err != nil {
-				return Result{}, fmt.Errorf("ingest: %w", err)
-			}
-		}
-	}
 	m, err := in.prepare(ctx, raw, env.OwnReceived)
 	if err != nil {
 		return Result{}, err
@@ -157,6 +148,20 @@ func (in *Ingester) Ingest(ctx context.Context, env Envelope, raw []byte) (Resul
 	m.protocol = env.Protocol
 	if m.protocol == "" {
 		m.protocol = "email"
+	}
+	if in.quota != nil {
+		// All or nothing: the sender gets one answer for the message, and
+		// a retry must not find it stored for some recipients only. A
+		// recipient who already holds it (the retry of a delivery that
+		// failed for another) adds nothing, whatever their usage.
+		for _, u := range users {
+			if err := in.quota.Check(ctx, u, int64(len(raw))); err != nil {
+				if errors.Is(err, store.ErrOverQuota) && in.holds(ctx, u, m) {
+					continue
+				}
+				return Result{}, fmt.Errorf("ingest: %w", err)
+			}
+		}
 	}
 	own := newOwnership(in)
 	var res Result
@@ -281,6 +286,16 @@ func parseSafely(raw []byte, ownReceived int) (p *Parsed, err error) {
 	return Parse(raw, ownReceived), nil
 }
 
+// holds reports whether the user already has m (found by its Message-ID
+// with the same bytes); false when that cannot be told.
+func (in *Ingester) holds(ctx context.Context, userID uuid.UUID, m *prepared) bool {
+	if m.parsed.MessageID == "" {
+		return false
+	}
+	old, err := in.store.FindMessageByMessageID(ctx, userID, m.parsed.MessageID)
+	return err == nil && old.RawHash == m.hash && old.Inbound == m.inbound
+}
+
 // deliver stores m for one user. sentTo is nil for inbound messages, else
 // the envelope recipients of a sent one.
 func (in *Ingester) deliver(ctx context.Context, userID uuid.UUID, m *prepared, own *ownership, sentTo []string) (Delivery, error) {
@@ -295,7 +310,11 @@ func (in *Ingester) deliver(ctx context.Context, userID uuid.UUID, m *prepared, 
 			if err := m.blobStored(); err != nil {
 				return Delivery{}, err
 			}
-			return Delivery{UserID: userID, MessageID: old.ID, ConversationID: old.ConversationID}, nil
+			// Still pending (its first delivery failed for another user
+			// before the retry queue heard of it): say so again.
+			sec, _ := DecodeSecurity(old.Security)
+			return Delivery{UserID: userID, MessageID: old.ID, ConversationID: old.ConversationID,
+				Pending: len(sec.Features.Pending()) > 0}, nil
 		case err == nil, errors.Is(err, store.ErrNotFound), errors.Is(err, store.ErrInvalid):
 		default:
 			return Delivery{}, fmt.Errorf("ingest: find message: %w", err)

@@ -44,6 +44,11 @@ func TestQuota(t *testing.T) {
 			t.Errorf("%s's usage after the refusal: %d, %v; want %d (nothing stored)", u.name, n, err, u.want)
 		}
 	}
+	// A retry of the message Alice already holds (say it failed for Bob the
+	// first time) is not refused for her quota: it adds nothing.
+	if res, err := f.in.Ingest(f.ctx, Envelope{Recipients: []string{"team@example.org"}}, []byte(msg(1))); err != nil || len(res.Deliveries) != 2 {
+		t.Fatalf("retry of a message already stored: %+v, %v; want two deliveries, no quota error", res, err)
+	}
 	// Alice deletes her message: the same delivery now goes through.
 	var aliceMsg Delivery
 	for _, d := range first.Deliveries {

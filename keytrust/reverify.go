@@ -53,7 +53,13 @@ func reverifyOne(ctx context.Context, st store.Store, v *verify.Verifier, userID
 	if err != nil {
 		return false, err
 	}
-	in := verify.Input{Raw: raw}
+	var d Details
+	if len(sec.Verification) > 0 && json.Unmarshal(sec.Verification, &d) != nil {
+		d = Details{}
+	}
+	// The From the delivery verified with (ingest's choice: the first From,
+	// else the envelope sender), not one derived again from the header.
+	in := verify.Input{Raw: raw, From: d.From}
 	if e := sec.Envelope; e != nil {
 		in.MailFrom, in.ClientIP, in.Helo = e.MailFrom, e.ClientAddr, e.Helo
 	}
@@ -72,10 +78,6 @@ func reverifyOne(ctx context.Context, st store.Store, v *verify.Verifier, userID
 	f.DMARC, f.DMARCPolicy = fresh.DMARC, fresh.DMARCPolicy
 	f.ARC, f.ARCTrusted = fresh.ARC, fresh.ARCTrusted
 
-	var d Details
-	if len(sec.Verification) > 0 && json.Unmarshal(sec.Verification, &d) != nil {
-		d = Details{}
-	}
 	d.From, d.FromDomain = facts.From, facts.FromDomain
 	d.DKIM, d.SPF, d.DMARC, d.ARC = facts.DKIM, facts.SPF, facts.DMARC, facts.ARC
 	if sec.Verification, err = json.Marshal(d); err != nil {

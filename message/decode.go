@@ -12,6 +12,8 @@ import (
 	"github.com/emersion/go-message/charset"
 	"golang.org/x/net/html"
 	"golang.org/x/text/encoding/charmap"
+
+	"github.com/caliopen/caliopen/internal/usertext"
 )
 
 // mediaType returns the lowercased media type and its parameters, leniently:
@@ -279,14 +281,19 @@ func fixText(s string) string {
 // UTF-8), cut to at most n bytes on a rune boundary.
 func Text(s string, n int) string { return clip(fixText(s), n) }
 
-// oneLine is s as valid UTF-8 on one line: runs of ASCII blanks and
-// control characters become one space, none at either end.
+// oneLine is s as valid UTF-8 on one line: runs of blanks and control
+// characters become one space, none at either end, and bidirectional
+// overrides are dropped, so that a sender's display name or subject cannot
+// read as another one (the rule usertext applies to what users type).
 func oneLine(s string) string {
 	var b strings.Builder
 	space := false
 	for _, r := range fixText(s) {
-		if r <= 0x20 || r == 0x7f {
+		if r == ' ' || usertext.IsControl(r) {
 			space = b.Len() > 0
+			continue
+		}
+		if usertext.IsBidiOverride(r) {
 			continue
 		}
 		if space {

@@ -110,4 +110,21 @@ func (d *DKIMFacts) align(fromDomain string, strict bool) {
 			d.Aligned = true
 		}
 	}
+	// A temperror counts (as pending) only from a signature aligned with
+	// From: else a forger could add one signature of a domain whose DNS
+	// never answers and turn "DKIM failing where it usually passes" into
+	// "pending", which is never a downgrade.
+	if d.Result != privacyindex.AuthTempError {
+		return
+	}
+	best := privacyindex.AuthNone
+	for _, s := range d.Signatures {
+		if s.Result == privacyindex.AuthTempError && !s.Aligned {
+			continue
+		}
+		if dkimRank[s.Result] > dkimRank[best] {
+			best = s.Result
+		}
+	}
+	d.Result = best
 }

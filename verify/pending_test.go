@@ -83,3 +83,31 @@ func TestVector14PendingDuringOutage(t *testing.T) {
 		t.Errorf("re-verified: PI %d %s warnings %v pending %v; want 30 C", r.Score, r.Band, r.Warnings, r.Pending)
 	}
 }
+
+// A temperror is pending only from a signature aligned with From: a forger
+// adding a signature of some domain whose DNS never answers must not turn
+// "DKIM fails where it usually passes" (a downgrade) into "pending".
+func TestUnalignedDKIMTempErrorIsNotPending(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		sigs []DKIMSignature
+		want privacyindex.AuthResult
+	}{
+		{"only an unaligned temperror", []DKIMSignature{{Domain: "dead.example", Result: privacyindex.AuthTempError}}, privacyindex.AuthNone},
+		{"unaligned temperror beside an aligned fail", []DKIMSignature{
+			{Domain: "example.org", Result: privacyindex.AuthFail},
+			{Domain: "dead.example", Result: privacyindex.AuthTempError}}, privacyindex.AuthFail},
+		{"aligned temperror", []DKIMSignature{{Domain: "mail.example.org", Result: privacyindex.AuthTempError}}, privacyindex.AuthTempError},
+	} {
+		d := DKIMFacts{Signatures: tc.sigs}
+		for _, s := range tc.sigs {
+			if dkimRank[s.Result] > dkimRank[d.Result] {
+				d.Result = s.Result
+			}
+		}
+		d.align("example.org", false)
+		if d.Result != tc.want {
+			t.Errorf("%s: result %v, want %v", tc.name, d.Result, tc.want)
+		}
+	}
+}

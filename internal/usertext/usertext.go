@@ -18,11 +18,18 @@ func Check(s string) error {
 	}
 	for _, r := range s {
 		switch {
-		case r < 0x20, r >= 0x7f && r <= 0x9f:
+		case IsControl(r):
 			return fmt.Errorf("holds a control character (%U)", r)
-		case r >= 0x202a && r <= 0x202e, r >= 0x2066 && r <= 0x2069:
+		case IsBidiOverride(r):
 			return fmt.Errorf("holds a bidirectional override (%U)", r)
 		}
 	}
 	return nil
 }
+
+// IsControl reports a C0 or C1 control character, or DEL.
+func IsControl(r rune) bool { return r < 0x20 || r >= 0x7f && r <= 0x9f }
+
+// IsBidiOverride reports a bidirectional embedding, override or isolate
+// (U+202A–U+202E, U+2066–U+2069); marks such as U+200F are fine.
+func IsBidiOverride(r rune) bool { return r >= 0x202a && r <= 0x202e || r >= 0x2066 && r <= 0x2069 }
