@@ -36,7 +36,7 @@ func Compact(path string) (CompactStats, error) {
 		return stats, fmt.Errorf("embedded: compact: %w", err)
 	}
 	stats.Before = fi.Size()
-	src, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 100 * time.Millisecond, ReadOnly: false})
+	src, err := openCurrent(path, 0o600, &bolt.Options{Timeout: 100 * time.Millisecond})
 	if errors.Is(err, berrors.ErrTimeout) {
 		return stats, fmt.Errorf("embedded: compact %s: the file is in use by a running server; stop it first: %w", path, store.ErrUnavailable)
 	}

@@ -97,3 +97,64 @@ func must(t *testing.T, err error) {
 		t.Fatal(err)
 	}
 }
+
+// TestOpenWaitingDuringCompactGetsTheNewFile: an Open that is waiting for the
+// lock when Compact renames its new file over the path must not end up
+// holding the old, unlinked file: what it acknowledges would be lost.
+func TestOpenWaitingDuringCompactGetsTheNewFile(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	path := filepath.Join(dir, "caliopen.db")
+	holder, err := embedded.Open(path) // plays Compact's part: holds the lock
+	must(t, err)
+	type opened struct {
+		s   *embedded.Store
+		err error
+	}
+	waiter := make(chan opened, 1)
+	go func() {
+		s, err := embedded.Open(path, embedded.WithLockTimeout(10*time.Second))
+		waiter <- opened{s, err}
+	}()
+	// Wait until the second Open has the old file open (and so is waiting
+	// for its lock), else the test would prove nothing.
+	for deadline := time.Now().Add(10 * time.Second); openCount(t, path) < 2; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the second Open never opened the file")
+		}
+	}
+	// What Compact does: a new store file renamed over the path, then the
+	// old one's lock released.
+	next, err := embedded.Open(path + ".compact")
+	must(t, err)
+	must(t, next.Close())
+	must(t, os.Rename(path+".compact", path))
+	must(t, holder.Close())
+
+	w := <-waiter
+	must(t, w.err)
+	u := store.User{ID: uuid.Must(uuid.NewV7()), Name: "bob", CreatedAt: time.Now()}
+	must(t, w.s.CreateUser(ctx, u)) // acknowledged
+	must(t, w.s.Close())
+
+	s, err := embedded.Open(path)
+	must(t, err)
+	defer s.Close()
+	if _, err := s.GetUser(ctx, u.ID); err != nil {
+		t.Fatalf("a user created by the Open that waited during compaction is lost: %v", err)
+	}
+}
+
+// openCount counts this process's descriptors open on path (Linux /proc).
+func openCount(t *testing.T, path string) int {
+	t.Helper()
+	fds, err := os.ReadDir("/proc/self/fd")
+	must(t, err)
+	n := 0
+	for _, fd := range fds {
+		if target, err := os.Readlink(filepath.Join("/proc/self/fd", fd.Name())); err == nil && target == path {
+			n++
+		}
+	}
+	return n
+}
