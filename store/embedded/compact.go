@@ -47,6 +47,9 @@ func Compact(path string) (CompactStats, error) {
 	if err := initSchema(src); err != nil { // an older file is migrated first
 		return stats, fmt.Errorf("embedded: compact %s: %w", path, err)
 	}
+	if err := src.Update(deleteUnreferencedBlobs); err != nil {
+		return stats, fmt.Errorf("embedded: compact %s: %w", path, err)
+	}
 
 	tmp := path + ".compact"
 	_ = os.Remove(tmp) // left by an interrupted run
@@ -76,4 +79,29 @@ func Compact(path string) (CompactStats, error) {
 		stats.After = fi.Size()
 	}
 	return stats, nil
+}
+
+// deleteUnreferencedBlobs deletes the blobs no message references: those of
+// mail deleted before reference counts existed (schema 1), and those left by
+// failed deliveries (PutBlob, then no PutMessage). Only safe offline: a
+// delivery in progress has a blob not referenced yet.
+func deleteUnreferencedBlobs(tx *bolt.Tx) error {
+	blobs, refs := tx.Bucket(bBlobs), tx.Bucket(bBlobRefs)
+	var orphans [][]byte
+	err := blobs.ForEach(func(k, _ []byte) error {
+		// A size entry's key is the hash alone; chunks' keys are longer.
+		if len(k) == len(store.BlobHash(nil)) && refs.Get(k) == nil {
+			orphans = append(orphans, append([]byte(nil), k...))
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, h := range orphans { // not during ForEach: deleting moves its cursor
+		if err := deleteBlob(blobs, h); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -158,3 +158,25 @@ func openCount(t *testing.T, path string) int {
 	}
 	return n
 }
+
+// TestCompactRemovesUnreferencedBlobs: a blob no message references (a
+// failed delivery's, or mail deleted before reference counts) is gone from
+// the file after Compact.
+func TestCompactRemovesUnreferencedBlobs(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "caliopen.db")
+	marker := "ORPHAN-" + uuid.NewString()
+	s, err := embedded.Open(path)
+	must(t, err)
+	_, err = s.PutBlob(ctx, []byte("Subject: x\r\n\r\n"+strings.Repeat(marker+" ", 1000)))
+	must(t, err)
+	must(t, s.Close())
+	if onDisk(t, path, marker) == 0 {
+		t.Fatal("the blob is not in the file before compaction: the test proves nothing")
+	}
+	_, err = embedded.Compact(path)
+	must(t, err)
+	if n := onDisk(t, path, marker); n != 0 {
+		t.Fatalf("after compaction the unreferenced blob is still in the file (%d times)", n)
+	}
+}
