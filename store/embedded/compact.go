@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"syscall"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -67,6 +68,11 @@ func Compact(path string) (CompactStats, error) {
 		_ = os.Remove(tmp)
 		return stats, fmt.Errorf("embedded: compact: %w", err)
 	}
+	// Run as root, Compact must not leave the service a file it cannot open.
+	if err := sameOwnerAndMode(tmp, fi); err != nil {
+		_ = os.Remove(tmp)
+		return stats, fmt.Errorf("embedded: compact: %w", err)
+	}
 	if err := os.Rename(tmp, path); err != nil {
 		_ = os.Remove(tmp)
 		return stats, fmt.Errorf("embedded: compact: %w", err)
@@ -104,4 +110,14 @@ func deleteUnreferencedBlobs(tx *bolt.Tx) error {
 		}
 	}
 	return nil
+}
+
+// sameOwnerAndMode gives the file at path fi's owner, group and permissions.
+func sameOwnerAndMode(path string, fi os.FileInfo) error {
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		if err := os.Chown(path, int(st.Uid), int(st.Gid)); err != nil {
+			return err
+		}
+	}
+	return os.Chmod(path, fi.Mode().Perm())
 }

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -178,5 +179,29 @@ func TestCompactRemovesUnreferencedBlobs(t *testing.T) {
 	must(t, err)
 	if n := onDisk(t, path, marker); n != 0 {
 		t.Fatalf("after compaction the unreferenced blob is still in the file (%d times)", n)
+	}
+}
+
+// TestCompactKeepsOwnerAndMode: the new file has the old one's owner, group
+// and permissions, so a Compact run as root leaves a file the service's user
+// can still open.
+func TestCompactKeepsOwnerAndMode(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "caliopen.db")
+	s, err := embedded.Open(path)
+	must(t, err)
+	must(t, s.Close())
+	uid, gid := os.Getuid(), os.Getgid()
+	if uid == 0 { // as root, give it to someone else, as the service's file is
+		uid, gid = 65534, 65534
+	}
+	must(t, os.Chown(path, uid, gid))
+	must(t, os.Chmod(path, 0o640))
+	_, err = embedded.Compact(path)
+	must(t, err)
+	fi, err := os.Stat(path)
+	must(t, err)
+	st := fi.Sys().(*syscall.Stat_t)
+	if int(st.Uid) != uid || int(st.Gid) != gid || fi.Mode().Perm() != 0o640 {
+		t.Fatalf("after compaction: owner %d:%d mode %o, want %d:%d 0640", st.Uid, st.Gid, fi.Mode().Perm(), uid, gid)
 	}
 }
