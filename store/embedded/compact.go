@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"syscall"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -36,7 +37,7 @@ func Compact(path string) (CompactStats, error) {
 		return stats, fmt.Errorf("embedded: compact: %w", err)
 	}
 	stats.Before = fi.Size()
-	src, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 100 * time.Millisecond, ReadOnly: false})
+	src, err := openCurrent(path, 0o600, &bolt.Options{Timeout: 100 * time.Millisecond})
 	if errors.Is(err, berrors.ErrTimeout) {
 		return stats, fmt.Errorf("embedded: compact %s: the file is in use by a running server; stop it first: %w", path, store.ErrUnavailable)
 	}
@@ -45,6 +46,9 @@ func Compact(path string) (CompactStats, error) {
 	}
 	defer src.Close()                       // after the rename: the lock covers the whole operation
 	if err := initSchema(src); err != nil { // an older file is migrated first
+		return stats, fmt.Errorf("embedded: compact %s: %w", path, err)
+	}
+	if err := src.Update(deleteUnreferencedBlobs); err != nil {
 		return stats, fmt.Errorf("embedded: compact %s: %w", path, err)
 	}
 
@@ -64,6 +68,11 @@ func Compact(path string) (CompactStats, error) {
 		_ = os.Remove(tmp)
 		return stats, fmt.Errorf("embedded: compact: %w", err)
 	}
+	// Run as root, Compact must not leave the service a file it cannot open.
+	if err := sameOwnerAndMode(tmp, fi); err != nil {
+		_ = os.Remove(tmp)
+		return stats, fmt.Errorf("embedded: compact: %w", err)
+	}
 	if err := os.Rename(tmp, path); err != nil {
 		_ = os.Remove(tmp)
 		return stats, fmt.Errorf("embedded: compact: %w", err)
@@ -76,4 +85,39 @@ func Compact(path string) (CompactStats, error) {
 		stats.After = fi.Size()
 	}
 	return stats, nil
+}
+
+// deleteUnreferencedBlobs deletes the blobs no message references: those of
+// mail deleted before reference counts existed (schema 1), and those left by
+// failed deliveries (PutBlob, then no PutMessage). Only safe offline: a
+// delivery in progress has a blob not referenced yet.
+func deleteUnreferencedBlobs(tx *bolt.Tx) error {
+	blobs, refs := tx.Bucket(bBlobs), tx.Bucket(bBlobRefs)
+	var orphans [][]byte
+	err := blobs.ForEach(func(k, _ []byte) error {
+		// A size entry's key is the hash alone; chunks' keys are longer.
+		if len(k) == len(store.BlobHash(nil)) && refs.Get(k) == nil {
+			orphans = append(orphans, append([]byte(nil), k...))
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, h := range orphans { // not during ForEach: deleting moves its cursor
+		if err := deleteBlob(blobs, h); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// sameOwnerAndMode gives the file at path fi's owner, group and permissions.
+func sameOwnerAndMode(path string, fi os.FileInfo) error {
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		if err := os.Chown(path, int(st.Uid), int(st.Gid)); err != nil {
+			return err
+		}
+	}
+	return os.Chmod(path, fi.Mode().Perm())
 }

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -95,5 +96,112 @@ func must(t *testing.T, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestOpenWaitingDuringCompactGetsTheNewFile: an Open that is waiting for the
+// lock when Compact renames its new file over the path must not end up
+// holding the old, unlinked file: what it acknowledges would be lost.
+func TestOpenWaitingDuringCompactGetsTheNewFile(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	path := filepath.Join(dir, "caliopen.db")
+	holder, err := embedded.Open(path) // plays Compact's part: holds the lock
+	must(t, err)
+	type opened struct {
+		s   *embedded.Store
+		err error
+	}
+	waiter := make(chan opened, 1)
+	go func() {
+		s, err := embedded.Open(path, embedded.WithLockTimeout(10*time.Second))
+		waiter <- opened{s, err}
+	}()
+	// Wait until the second Open has the old file open (and so is waiting
+	// for its lock), else the test would prove nothing.
+	for deadline := time.Now().Add(10 * time.Second); openCount(t, path) < 2; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the second Open never opened the file")
+		}
+	}
+	// What Compact does: a new store file renamed over the path, then the
+	// old one's lock released.
+	next, err := embedded.Open(path + ".compact")
+	must(t, err)
+	must(t, next.Close())
+	must(t, os.Rename(path+".compact", path))
+	must(t, holder.Close())
+
+	w := <-waiter
+	must(t, w.err)
+	u := store.User{ID: uuid.Must(uuid.NewV7()), Name: "bob", CreatedAt: time.Now()}
+	must(t, w.s.CreateUser(ctx, u)) // acknowledged
+	must(t, w.s.Close())
+
+	s, err := embedded.Open(path)
+	must(t, err)
+	defer s.Close()
+	if _, err := s.GetUser(ctx, u.ID); err != nil {
+		t.Fatalf("a user created by the Open that waited during compaction is lost: %v", err)
+	}
+}
+
+// openCount counts this process's descriptors open on path (Linux /proc).
+func openCount(t *testing.T, path string) int {
+	t.Helper()
+	fds, err := os.ReadDir("/proc/self/fd")
+	must(t, err)
+	n := 0
+	for _, fd := range fds {
+		if target, err := os.Readlink(filepath.Join("/proc/self/fd", fd.Name())); err == nil && target == path {
+			n++
+		}
+	}
+	return n
+}
+
+// TestCompactRemovesUnreferencedBlobs: a blob no message references (a
+// failed delivery's, or mail deleted before reference counts) is gone from
+// the file after Compact.
+func TestCompactRemovesUnreferencedBlobs(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "caliopen.db")
+	marker := "ORPHAN-" + uuid.NewString()
+	s, err := embedded.Open(path)
+	must(t, err)
+	_, err = s.PutBlob(ctx, []byte("Subject: x\r\n\r\n"+strings.Repeat(marker+" ", 1000)))
+	must(t, err)
+	must(t, s.Close())
+	if onDisk(t, path, marker) == 0 {
+		t.Fatal("the blob is not in the file before compaction: the test proves nothing")
+	}
+	_, err = embedded.Compact(path)
+	must(t, err)
+	if n := onDisk(t, path, marker); n != 0 {
+		t.Fatalf("after compaction the unreferenced blob is still in the file (%d times)", n)
+	}
+}
+
+// TestCompactKeepsOwnerAndMode: the new file has the old one's owner, group
+// and permissions, so a Compact run as root leaves a file the service's user
+// can still open.
+func TestCompactKeepsOwnerAndMode(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "caliopen.db")
+	s, err := embedded.Open(path)
+	must(t, err)
+	must(t, s.Close())
+	uid, gid := os.Getuid(), os.Getgid()
+	if uid == 0 { // as root, give it to someone else, as the service's file is
+		uid, gid = 65534, 65534
+	}
+	must(t, os.Chown(path, uid, gid))
+	must(t, os.Chmod(path, 0o640))
+	_, err = embedded.Compact(path)
+	must(t, err)
+	fi, err := os.Stat(path)
+	must(t, err)
+	st := fi.Sys().(*syscall.Stat_t)
+	if int(st.Uid) != uid || int(st.Gid) != gid || fi.Mode().Perm() != 0o640 {
+		t.Fatalf("after compaction: owner %d:%d mode %o, want %d:%d 0640", st.Uid, st.Gid, fi.Mode().Perm(), uid, gid)
 	}
 }

@@ -92,7 +92,7 @@ func Open(path string, opts ...Option) (*Store, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("embedded: create directory for %s: %w", path, err)
 	}
-	db, err := bolt.Open(path, 0o600, &bolt.Options{
+	db, err := openCurrent(path, 0o600, &bolt.Options{
 		Timeout: o.lockTimeout,
 		NoSync:  o.noSync,
 		// The hashmap freelist keeps allocation fast once the file is large
@@ -114,6 +114,41 @@ func Open(path string, opts ...Option) (*Store, error) {
 	s.commit = newCommitter(db)
 	s.log.Debug("store opened", "path", path, "nosync", o.noSync)
 	return s, nil
+}
+
+// openCurrent is bolt.Open, made safe against a concurrent Compact: bbolt
+// opens the file, then waits for its lock; if Compact renames its new file
+// over the path meanwhile, the lock we get is on the old, unlinked file, and
+// every write to it would be lost. So once locked, check that the file we
+// hold is still the one at path, and start again if not.
+func openCurrent(path string, mode os.FileMode, o *bolt.Options) (*bolt.DB, error) {
+	const attempts = 10 // each one means a Compact finished: more is a loop gone wrong
+	for range attempts {
+		var f *os.File
+		opts := *o
+		opts.OpenFile = func(name string, flag int, perm os.FileMode) (*os.File, error) {
+			var err error
+			f, err = os.OpenFile(name, flag, perm)
+			return f, err
+		}
+		db, err := bolt.Open(path, mode, &opts)
+		if err != nil {
+			return nil, err
+		}
+		held, err := f.Stat()
+		if err != nil {
+			_ = db.Close()
+			return nil, err
+		}
+		now, err := os.Stat(path)
+		if err == nil && os.SameFile(held, now) {
+			return db, nil
+		}
+		if err := db.Close(); err != nil {
+			return nil, err
+		}
+	}
+	return nil, fmt.Errorf("the file was replaced %d times while being opened", attempts)
 }
 
 // initSchema creates the top-level buckets and checks the schema version.
