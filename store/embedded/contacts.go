@@ -2,6 +2,7 @@ package embedded
 
 import (
 	"context"
+	"encoding/json"
 	"strings"
 
 	"github.com/google/uuid"
@@ -175,5 +176,25 @@ func (s *Store) DeleteContact(ctx context.Context, userID, id uuid.UUID) error {
 			}
 		}
 		return mb.contacts.Delete(idKey(id))
+	})
+}
+
+func (s *Store) SetContactHistory(ctx context.Context, userID, id uuid.UUID, history json.RawMessage) error {
+	// One write transaction: the record read is the one written back, so a
+	// PutContact or DeleteContact is either wholly before or wholly after.
+	return s.update(ctx, "set contact history", func(tx *bolt.Tx) error {
+		mb, ok, err := openMailbox(tx, userID)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return notFound("contact %s", id)
+		}
+		c, err := getContact(mb, id)
+		if err != nil {
+			return err
+		}
+		c.History = history
+		return put(mb.contacts, idKey(id), c)
 	})
 }
