@@ -208,10 +208,11 @@ func fromContact(m store.Message, contactID uuid.UUID, addrs map[string]bool) bo
 	return false
 }
 
-// recordHistory adds a stored inbound message to its sender's summary, on
-// the contact as it is now (read just before the write, so that keys or
-// channels recorded meanwhile are kept). base is the history the message
-// was compared with, the starting point of a contact without a summary.
+// recordHistory adds a stored inbound message to its sender's summary.
+// Only the history is written (SetContactHistory): writing the whole
+// contact back would undo keys, verifications or a delete recorded
+// meanwhile. base is the history the message was compared with, the
+// starting point of a contact without a summary.
 func (in *Ingester) recordHistory(ctx context.Context, userID, contactID uuid.UUID, base []historyEntry, e historyEntry) error {
 	c, err := in.store.GetContact(ctx, userID, contactID)
 	if errors.Is(err, store.ErrNotFound) {
@@ -224,10 +225,12 @@ func (in *Ingester) recordHistory(ctx context.Context, userID, contactID uuid.UU
 	if !ok {
 		es = base
 	}
-	if c.History, err = encodeHistory(withEntry(es, e)); err != nil {
+	h, err := encodeHistory(withEntry(es, e))
+	if err != nil {
 		return fmt.Errorf("ingest: record history: %w", err)
 	}
-	if err := in.store.PutContact(ctx, c); err != nil {
+	err = in.store.SetContactHistory(ctx, userID, contactID, h)
+	if err != nil && !errors.Is(err, store.ErrNotFound) { // not found: deleted or merged meanwhile
 		return fmt.Errorf("ingest: record history: %w", err)
 	}
 	return nil
@@ -262,10 +265,12 @@ func UpdateHistory(ctx context.Context, st store.Contacts, m store.Message, f pr
 			return nil
 		}
 		es[i] = e
-		if c.History, err = encodeHistory(es); err != nil {
+		h, err := encodeHistory(es)
+		if err != nil {
 			return fmt.Errorf("ingest: update history: %w", err)
 		}
-		if err := st.PutContact(ctx, c); err != nil {
+		err = st.SetContactHistory(ctx, m.UserID, p.ContactID, h)
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
 			return fmt.Errorf("ingest: update history: %w", err)
 		}
 		return nil

@@ -3,6 +3,7 @@ package ingest
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync/atomic"
 	"testing"
 
@@ -146,5 +147,51 @@ func TestUpdateHistoryAfterReverification(t *testing.T) {
 	es := f.contactHistory("carol@remote.example")
 	if len(es) != 1 || es[0].DKIM != privacyindex.AuthPass || !summarise(es).DKIMUsuallyPass {
 		t.Errorf("summary after re-verification = %+v, want DKIM pass", es)
+	}
+}
+
+// meddlingStore writes to the contact after every read of it, as a user
+// verifying a key between a delivery's read and its write would.
+type meddlingStore struct {
+	store.Store
+	contact uuid.UUID
+	writes  atomic.Int64
+}
+
+func (s *meddlingStore) GetContact(ctx context.Context, userID, id uuid.UUID) (store.Contact, error) {
+	c, err := s.Store.GetContact(ctx, userID, id)
+	if err != nil || id != s.contact {
+		return c, err
+	}
+	now, _ := s.Store.GetContact(ctx, userID, id)
+	now.Name += "+"
+	if err := s.Store.PutContact(ctx, now); err != nil {
+		return c, err
+	}
+	s.writes.Add(1)
+	return c, nil
+}
+
+// Recording the history keeps what was written to the contact meanwhile
+// (it used to write back the whole contact as read, undoing it).
+func TestRecordHistoryKeepsConcurrentWrites(t *testing.T) {
+	ms := &meddlingStore{Store: openStore(t)}
+	f := newFixtureOn(t, ms)
+	env := Envelope{TLSVersion: "TLSv1.3"}
+	f.sendFrom("carol@remote.example", "first", env)
+	c, err := f.st.FindContactByChannel(f.ctx, f.alice, "email", "carol@remote.example")
+	must(t, err)
+	ms.contact = c.ID
+	f.sendFrom("carol@remote.example", "second", env)
+	ms.contact = uuid.Nil
+
+	got, err := f.st.FindContactByChannel(f.ctx, f.alice, "email", "carol@remote.example")
+	must(t, err)
+	n := ms.writes.Load()
+	if n == 0 || got.Name != c.Name+strings.Repeat("+", int(n)) {
+		t.Errorf("name after delivery = %q, want %q then %d concurrent writes kept", got.Name, c.Name, n)
+	}
+	if es := f.contactHistory("carol@remote.example"); len(es) != 2 {
+		t.Errorf("summary = %+v, want 2 entries", es)
 	}
 }

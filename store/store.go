@@ -285,6 +285,11 @@ type Contacts interface {
 	ListContacts(ctx context.Context, userID uuid.UUID) ([]Contact, error)
 	FindContactByChannel(ctx context.Context, userID uuid.UUID, protocol, address string) (Contact, error)
 	DeleteContact(ctx context.Context, userID, id uuid.UUID) error
+	// SetContactHistory sets only the History of an existing contact, so
+	// that a delivery recording it keeps whatever else was written to the
+	// contact meanwhile (keys verified, channels); ErrNotFound when the
+	// contact does not exist, which it never creates.
+	SetContactHistory(ctx context.Context, userID, id uuid.UUID, history json.RawMessage) error
 }
 
 // Mailbox is a user's conversations and the messages in them. The engine

@@ -26,6 +26,26 @@ func TestConformance(t *testing.T) {
 
 // TestUnavailable runs the suite's unavailability checks on a store whose
 // session is gone: every method must answer ErrUnavailable, never panic.
+// A SetContactHistory whose UPDATE lands after a DeleteContact leaves a row
+// with only the history column: reads must not bring the contact back.
+func TestContactHistoryAfterDelete(t *testing.T) {
+	st := cassandratest.Open(t)
+	ctx := t.Context()
+	userID, id := uuid.Must(uuid.NewV7()), uuid.Must(uuid.NewV7())
+	if err := st.UpdateHistoryColumn(ctx, userID, id, []byte(`{"v":1,"m":[]}`)); err != nil {
+		t.Fatal(err)
+	}
+	if c, err := st.GetContact(ctx, userID, id); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("GetContact of a history-only row = %+v, %v; want ErrNotFound", c, err)
+	}
+	if cs, err := st.ListContacts(ctx, userID); err != nil || len(cs) != 0 {
+		t.Errorf("ListContacts with a history-only row = %+v, %v; want none", cs, err)
+	}
+	if err := st.SetContactHistory(ctx, userID, id, []byte(`{"v":1,"m":[]}`)); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("SetContactHistory on a history-only row = %v; want ErrNotFound", err)
+	}
+}
+
 func TestUnavailable(t *testing.T) {
 	storetest.RunUnavailable(t, func(t *testing.T) store.Store {
 		cfg := cassandratest.Config(t)

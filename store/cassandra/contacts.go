@@ -160,7 +160,26 @@ func scanContact(sc interface{ Scan(...any) error }) (store.Contact, error) {
 
 func (st *Store) GetContact(ctx context.Context, userID, id uuid.UUID) (store.Contact, error) {
 	c, err := scanContact(st.q(ctx, `SELECT `+contactCols+` FROM contacts WHERE user_id = ? AND id = ?`, gu(userID), gu(id)))
+	if err == nil && partialContact(c) {
+		return store.Contact{}, fmt.Errorf("get contact %s: %w", id, store.ErrNotFound)
+	}
 	return c, wrap("get contact "+id.String(), err)
+}
+
+// partialContact: a row without created_at, which PutContact always
+// writes, holds only what a SetContactHistory racing a DeleteContact left.
+func partialContact(c store.Contact) bool { return c.CreatedAt.IsZero() }
+
+// SetContactHistory writes the history column alone, so that the other
+// columns keep what a concurrent PutContact wrote. Not conditional, to keep
+// Paxos off the delivery path: a delete between the check and the UPDATE
+// leaves a partial row, which reads treat as absent (partialContact).
+func (st *Store) SetContactHistory(ctx context.Context, userID, id uuid.UUID, history json.RawMessage) error {
+	if _, err := st.GetContact(ctx, userID, id); err != nil {
+		return err
+	}
+	return wrap("set contact history "+id.String(), st.q(ctx, `UPDATE contacts SET history = ? WHERE user_id = ? AND id = ?`,
+		[]byte(history), gu(userID), gu(id)).Exec())
 }
 
 func (st *Store) ListContacts(ctx context.Context, userID uuid.UUID) ([]store.Contact, error) {
@@ -173,7 +192,9 @@ func (st *Store) ListContacts(ctx context.Context, userID uuid.UUID) ([]store.Co
 			_ = iter.Close()
 			return nil, wrap("list contacts", err)
 		}
-		out = append(out, c)
+		if !partialContact(c) {
+			out = append(out, c)
+		}
 	}
 	if err := sc.Err(); err != nil {
 		return nil, wrap("list contacts", err)

@@ -2,6 +2,7 @@ package embedded
 
 import (
 	"context"
+	"encoding/json"
 	"strings"
 
 	"github.com/google/uuid"
@@ -96,17 +97,24 @@ func getContact(mb mailbox, id uuid.UUID) (store.Contact, error) {
 	return c, err
 }
 
+// userContact reads the user's contact id; ErrNotFound for an unknown user
+// or contact.
+func userContact(tx *bolt.Tx, userID, id uuid.UUID) (mailbox, store.Contact, error) {
+	mb, ok, err := openMailbox(tx, userID)
+	if err != nil {
+		return mb, store.Contact{}, err
+	}
+	if !ok {
+		return mb, store.Contact{}, notFound("contact %s", id)
+	}
+	c, err := getContact(mb, id)
+	return mb, c, err
+}
+
 func (s *Store) GetContact(ctx context.Context, userID, id uuid.UUID) (store.Contact, error) {
 	var c store.Contact
-	err := s.view(ctx, "get contact", func(tx *bolt.Tx) error {
-		mb, ok, err := openMailbox(tx, userID)
-		if err != nil {
-			return err
-		}
-		if !ok {
-			return notFound("contact %s", id)
-		}
-		c, err = getContact(mb, id)
+	err := s.view(ctx, "get contact", func(tx *bolt.Tx) (err error) {
+		_, c, err = userContact(tx, userID, id)
 		return err
 	})
 	return c, err
@@ -158,14 +166,7 @@ func (s *Store) FindContactByChannel(ctx context.Context, userID uuid.UUID, prot
 
 func (s *Store) DeleteContact(ctx context.Context, userID, id uuid.UUID) error {
 	return s.update(ctx, "delete contact", func(tx *bolt.Tx) error {
-		mb, ok, err := openMailbox(tx, userID)
-		if err != nil {
-			return err
-		}
-		if !ok {
-			return notFound("contact %s", id)
-		}
-		c, err := getContact(mb, id)
+		mb, c, err := userContact(tx, userID, id)
 		if err != nil {
 			return err
 		}
@@ -175,5 +176,18 @@ func (s *Store) DeleteContact(ctx context.Context, userID, id uuid.UUID) error {
 			}
 		}
 		return mb.contacts.Delete(idKey(id))
+	})
+}
+
+func (s *Store) SetContactHistory(ctx context.Context, userID, id uuid.UUID, history json.RawMessage) error {
+	// One write transaction: the record read is the one written back, so a
+	// PutContact or DeleteContact is either wholly before or wholly after.
+	return s.update(ctx, "set contact history", func(tx *bolt.Tx) error {
+		mb, c, err := userContact(tx, userID, id)
+		if err != nil {
+			return err
+		}
+		c.History = history
+		return put(mb.contacts, idKey(id), c)
 	})
 }

@@ -2,8 +2,10 @@ package storetest
 
 import (
 	"encoding/json"
+	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -320,6 +322,90 @@ func testContacts(t *testing.T, s store.Store) {
 	mustNil(t, err, "ListContacts after delete")
 	if len(list) != 1 || list[0].ID != c2.ID {
 		t.Errorf("ListContacts after delete = %v, want only %s", list, c2.ID)
+	}
+}
+
+// testSetContactHistory: a delivery records the sender's history while
+// the user verifies a key on the same contact, or deletes it; the history
+// write must neither undo the other write nor bring the contact back.
+func testSetContactHistory(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	u := newUser(t, s)
+	when := base().Add(-day)
+	addr := "dave." + randHex(3) + "@example.net"
+	c := store.Contact{ID: newV7(), UserID: u.ID, Name: "Dave",
+		Channels:  []store.Channel{{Protocol: "email", Address: addr}},
+		CreatedAt: when, UpdatedAt: when,
+		History: json.RawMessage(`{"v":1,"m":[]}`)}
+	mustNil(t, s.PutContact(ctx, c), "PutContact")
+
+	// What the user wrote after the delivery read the contact.
+	c.Name = "Dave V."
+	c.Keys = []store.PublicKey{{Fingerprint: strings.ToUpper(randHex(20)), Algorithm: "ed25519", Bits: 256,
+		Source: "autocrypt", Verified: true, FirstSeen: when, LastSeen: when, SeenCount: 1}}
+	c.UpdatedAt = when.Add(time.Hour)
+	mustNil(t, s.PutContact(ctx, c), "PutContact verify key")
+
+	h := json.RawMessage(`{"v":1,"m":[{"k":"0123456789abcdef","a":1}]}`)
+	mustNil(t, s.SetContactHistory(ctx, u.ID, c.ID, h), "SetContactHistory")
+	want := c
+	want.History = h
+	got, err := s.GetContact(ctx, u.ID, c.ID)
+	mustNil(t, err, "GetContact")
+	checkContact(t, got, want)
+	if !got.CreatedAt.Equal(c.CreatedAt) || !got.UpdatedAt.Equal(c.UpdatedAt) {
+		t.Errorf("times after SetContactHistory = %v, %v; want %v, %v", got.CreatedAt, got.UpdatedAt, c.CreatedAt, c.UpdatedAt)
+	}
+	got, err = s.FindContactByChannel(ctx, u.ID, "email", addr)
+	mustNil(t, err, "FindContactByChannel")
+	checkContact(t, got, want)
+
+	// Deleted meanwhile: not found, and nothing comes back.
+	mustNil(t, s.DeleteContact(ctx, u.ID, c.ID), "DeleteContact")
+	wantErr(t, s.SetContactHistory(ctx, u.ID, c.ID, h), store.ErrNotFound, "SetContactHistory on a deleted contact")
+	_, err = s.GetContact(ctx, u.ID, c.ID)
+	wantErr(t, err, store.ErrNotFound, "GetContact after SetContactHistory on a deleted contact")
+	_, err = s.FindContactByChannel(ctx, u.ID, "email", addr)
+	wantErr(t, err, store.ErrNotFound, "FindContactByChannel after SetContactHistory on a deleted contact")
+	list, err := s.ListContacts(ctx, u.ID)
+	mustNil(t, err, "ListContacts")
+	if len(list) != 0 {
+		t.Errorf("ListContacts after SetContactHistory on a deleted contact = %+v, want none", list)
+	}
+	wantErr(t, s.SetContactHistory(ctx, u.ID, newV7(), h), store.ErrNotFound, "SetContactHistory on an unknown contact")
+	wantErr(t, s.SetContactHistory(ctx, newV7(), c.ID, h), store.ErrNotFound, "SetContactHistory for an unknown user")
+
+	// Concurrent with PutContact: every key the PutContacts wrote stays.
+	c = store.Contact{ID: newV7(), UserID: u.ID, Name: "Erin", CreatedAt: when, UpdatedAt: when}
+	mustNil(t, s.PutContact(ctx, c), "PutContact Erin")
+	const rounds = 20
+	id := c.ID
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		for i := range rounds {
+			c.Keys = append(c.Keys, store.PublicKey{Fingerprint: fmt.Sprintf("%040X", i), Algorithm: "ed25519", Source: "autocrypt"})
+			if err := s.PutContact(ctx, c); err != nil {
+				t.Errorf("PutContact %d: %v", i, err)
+				return
+			}
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		for i := range rounds {
+			if err := s.SetContactHistory(ctx, u.ID, id, h); err != nil {
+				t.Errorf("SetContactHistory %d: %v", i, err)
+				return
+			}
+		}
+	}()
+	wg.Wait()
+	got, err = s.GetContact(ctx, u.ID, id)
+	mustNil(t, err, "GetContact Erin")
+	if len(got.Keys) != rounds || got.Name != "Erin" {
+		t.Errorf("after concurrent writes: name %q, %d keys; want Erin, %d", got.Name, len(got.Keys), rounds)
 	}
 }
 

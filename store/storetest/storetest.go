@@ -67,6 +67,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Aliases", testAliases},
 		{"Contacts", testContacts},
 		{"ContactChannelIndex", testContactChannelIndex},
+		{"SetContactHistory", testSetContactHistory},
 		{"Conversations", testConversations},
 		{"ConversationOrder", testConversationOrder},
 		{"ConversationPagination", testConversationPagination},
