@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"strings"
 	"testing"
@@ -155,5 +156,30 @@ func TestBudgetTempfails(t *testing.T) {
 	}
 	if v := metricValue(t, reg, "caliopen_milter_bytes_in_flight", ""); v != 0 {
 		t.Errorf("bytes in flight after both messages = %v, want 0", v)
+	}
+}
+
+// Only milter.allowed_clients may speak the milter protocol over TCP: a
+// peer outside the list is closed at once, one inside it is served.
+func TestAllowedClients(t *testing.T) {
+	t.Parallel()
+	addr := startMilter(t, Config{Ingester: &recorder{},
+		AllowedClients: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}})
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.2")}, Timeout: 5 * time.Second}
+	other, err := d.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	expectClosed(t, other, 5*time.Second)
+
+	allowed, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer allowed.Close()
+	_ = allowed.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+	if n, err := allowed.Read(make([]byte, 1)); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Errorf("allowed client: read %d bytes, err %v; want the connection kept open, waiting for Postfix", n, err)
 	}
 }

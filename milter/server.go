@@ -28,6 +28,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -122,6 +123,10 @@ type Config struct {
 	// IdleTimeout closes a connection on which Postfix sends nothing for
 	// that long. Zero means DefaultIdleTimeout.
 	IdleTimeout time.Duration
+	// AllowedClients are the TCP peers served; others are closed at once.
+	// nil means loopback only. Unix socket peers are not checked: the
+	// socket's directory decides who connects.
+	AllowedClients []netip.Prefix
 	// MaxBytesInFlight caps the memory all sessions hold for messages at
 	// once. Each message counts twice its size as received: its buffered
 	// bytes, then the one contiguous copy handed to the Ingester along
@@ -169,6 +174,24 @@ func (s *Server) release(n int64) {
 	}
 }
 
+// loopback is AllowedClients' default.
+var loopback = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}
+
+// allowed reports whether a peer may speak the milter protocol.
+func (s *Server) allowed(addr net.Addr) bool {
+	ta, ok := addr.(*net.TCPAddr)
+	if !ok {
+		return true
+	}
+	ip := ta.AddrPort().Addr().Unmap()
+	for _, p := range s.cfg.AllowedClients {
+		if p.Contains(ip) {
+			return true
+		}
+	}
+	return false
+}
+
 // New checks cfg, fills in defaults and registers the metrics.
 func New(cfg Config) (*Server, error) {
 	if cfg.Ingester == nil {
@@ -199,6 +222,9 @@ func New(cfg Config) (*Server, error) {
 	if cfg.IdleTimeout <= 0 {
 		cfg.IdleTimeout = DefaultIdleTimeout
 	}
+	if cfg.AllowedClients == nil {
+		cfg.AllowedClients = loopback
+	}
 	m, err := newMetrics(cfg.Registerer)
 	if err != nil {
 		return nil, err
@@ -208,7 +234,7 @@ func New(cfg Config) (*Server, error) {
 		log:      cfg.Logger,
 		metrics:  m,
 		slots:    make(chan struct{}, cfg.MaxConns),
-		refusals: ratelog.New(cfg.Logger, "milter: refused connections, milter.max_connections open", refusalLogInterval),
+		refusals: ratelog.New(cfg.Logger, "milter: refused connections", refusalLogInterval),
 	}, nil
 }
 
@@ -271,11 +297,17 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 			}
 			break
 		}
+		if !s.allowed(nc.RemoteAddr()) {
+			s.metrics.refused.Inc()
+			s.refusals.Note(slog.String("last_client", nc.RemoteAddr().String()), slog.String("reason", "not in milter.allowed_clients"))
+			nc.Close()
+			continue
+		}
 		select {
 		case s.slots <- struct{}{}:
 		default:
 			s.metrics.refused.Inc()
-			s.refusals.Note(slog.String("last_client", nc.RemoteAddr().String()), slog.Int("max_connections", s.cfg.MaxConns))
+			s.refusals.Note(slog.String("last_client", nc.RemoteAddr().String()), slog.String("reason", "milter.max_connections open"), slog.Int("max_connections", s.cfg.MaxConns))
 			nc.Close()
 			continue
 		}

@@ -146,7 +146,13 @@ func (a *app) startMilter(rt *runtime, ing milter.Ingester) error {
 	if err != nil {
 		return err
 	}
+	allowed, err := a.cfg.Milter.AllowedPrefixes()
+	if err != nil {
+		ln.Close()
+		return fmt.Errorf("milter.allowed_clients: %w", err)
+	}
 	srv, err := milter.New(milter.Config{
+		AllowedClients:   allowed,
 		Ingester:         ing,
 		MaxMessageBytes:  int64(a.cfg.Milter.MaxMessageSize),
 		DiscardStored:    a.cfg.Milter.DiscardStored,

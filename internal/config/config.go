@@ -62,8 +62,13 @@ type Milter struct {
 	IdleTimeout    Duration `toml:"idle_timeout"`
 	// MaxBytesInFlight caps the memory all messages being received or
 	// stored may hold at once; each counts twice its size.
-	MaxBytesInFlight Size `toml:"max_bytes_in_flight"`
+	MaxBytesInFlight Size     `toml:"max_bytes_in_flight"`
+	AllowedClients   []string `toml:"allowed_clients"` // TCP peers: CIDR prefixes or addresses
 }
+
+// AllowedPrefixes parses allowed_clients; a bare address is a one-address
+// prefix.
+func (m Milter) AllowedPrefixes() ([]netip.Prefix, error) { return prefixes(m.AllowedClients) }
 
 type Lookupd struct {
 	Socketmap string `toml:"socketmap"` // host:port or unix:/path
@@ -80,9 +85,11 @@ type Lookupd struct {
 
 // AllowedPrefixes parses allowed_clients; a bare address is a one-address
 // prefix.
-func (l Lookupd) AllowedPrefixes() ([]netip.Prefix, error) {
-	out := make([]netip.Prefix, 0, len(l.AllowedClients))
-	for _, s := range l.AllowedClients {
+func (l Lookupd) AllowedPrefixes() ([]netip.Prefix, error) { return prefixes(l.AllowedClients) }
+
+func prefixes(list []string) ([]netip.Prefix, error) {
+	out := make([]netip.Prefix, 0, len(list))
+	for _, s := range list {
 		if a, err := netip.ParseAddr(s); err == nil {
 			out = append(out, netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()))
 			continue
@@ -204,6 +211,7 @@ func Default() Config {
 		Milter: Milter{
 			Listen: "127.0.0.1:10027", MaxMessageSize: 50 << 20, DiscardStored: true,
 			MaxConnections: 512, IdleTimeout: Duration(time.Hour), MaxBytesInFlight: 512 << 20,
+			AllowedClients: []string{"127.0.0.0/8", "::1"},
 		},
 		Lookupd: Lookupd{
 			Socketmap: "127.0.0.1:10026", RecipientDelimiter: "+",
@@ -355,6 +363,9 @@ func (c Config) Validate() error {
 	}
 	if len(c.Lookupd.RecipientDelimiter) > 1 {
 		bad("lookupd.recipient_delimiter", "must be one character or empty, not %q", c.Lookupd.RecipientDelimiter)
+	}
+	if _, err := c.Milter.AllowedPrefixes(); err != nil {
+		bad("milter.allowed_clients", "%v", err)
 	}
 	if _, err := c.Lookupd.AllowedPrefixes(); err != nil {
 		bad("lookupd.allowed_clients", "%v", err)
