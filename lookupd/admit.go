@@ -4,6 +4,8 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+
+	"github.com/caliopen/caliopen/internal/allowlist"
 )
 
 // Why a connection was refused, as logged and as the metric's label.
@@ -54,7 +56,7 @@ func clientKey(addr net.Addr) (ip, key netip.Addr, ok bool) {
 // function that releases them, or the reason for refusing it.
 func (a *admission) admit(addr net.Addr) (release func(), refused string) {
 	ip, key, isIP := clientKey(addr)
-	if isIP && !a.allows(ip) {
+	if isIP && !allowlist.Contains(a.allowed, ip) {
 		return nil, refusedNotAllowed
 	}
 	select {
@@ -81,13 +83,4 @@ func (a *admission) admit(addr net.Addr) (release func(), refused string) {
 		a.mu.Unlock()
 		<-a.slots
 	}, ""
-}
-
-func (a *admission) allows(ip netip.Addr) bool {
-	for _, p := range a.allowed {
-		if p.Contains(ip) {
-			return true
-		}
-	}
-	return false
 }

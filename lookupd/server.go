@@ -42,6 +42,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/caliopen/caliopen/internal/allowlist"
 	"github.com/caliopen/caliopen/internal/ratelog"
 	"github.com/caliopen/caliopen/resolve"
 	"github.com/caliopen/caliopen/store"
@@ -154,9 +155,6 @@ type Server struct {
 	metrics  *metrics
 }
 
-// loopback is AllowedClients' default.
-var loopback = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}
-
 // New returns a Server answering from cfg.Resolver and registers its
 // metrics with cfg.Registerer.
 func New(cfg Config) (*Server, error) {
@@ -173,7 +171,7 @@ func New(cfg Config) (*Server, error) {
 		cfg.MaxConnsPerClient = DefaultMaxConnsPerClient
 	}
 	if cfg.AllowedClients == nil {
-		cfg.AllowedClients = loopback
+		cfg.AllowedClients = allowlist.Loopback
 	}
 	if cfg.RefusalLogInterval <= 0 {
 		cfg.RefusalLogInterval = DefaultRefusalLogInterval

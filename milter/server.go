@@ -38,6 +38,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/caliopen/caliopen/ingest"
+	"github.com/caliopen/caliopen/internal/allowlist"
 	"github.com/caliopen/caliopen/internal/ratelog"
 )
 
@@ -174,24 +175,6 @@ func (s *Server) release(n int64) {
 	}
 }
 
-// loopback is AllowedClients' default.
-var loopback = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}
-
-// allowed reports whether a peer may speak the milter protocol.
-func (s *Server) allowed(addr net.Addr) bool {
-	ta, ok := addr.(*net.TCPAddr)
-	if !ok {
-		return true
-	}
-	ip := ta.AddrPort().Addr().Unmap()
-	for _, p := range s.cfg.AllowedClients {
-		if p.Contains(ip) {
-			return true
-		}
-	}
-	return false
-}
-
 // New checks cfg, fills in defaults and registers the metrics.
 func New(cfg Config) (*Server, error) {
 	if cfg.Ingester == nil {
@@ -223,7 +206,7 @@ func New(cfg Config) (*Server, error) {
 		cfg.IdleTimeout = DefaultIdleTimeout
 	}
 	if cfg.AllowedClients == nil {
-		cfg.AllowedClients = loopback
+		cfg.AllowedClients = allowlist.Loopback
 	}
 	m, err := newMetrics(cfg.Registerer)
 	if err != nil {
@@ -297,7 +280,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 			}
 			break
 		}
-		if !s.allowed(nc.RemoteAddr()) {
+		if !allowlist.Allows(s.cfg.AllowedClients, nc.RemoteAddr()) {
 			s.metrics.refused.Inc()
 			s.refusals.Note(slog.String("last_client", nc.RemoteAddr().String()), slog.String("reason", "not in milter.allowed_clients"))
 			nc.Close()
