@@ -32,6 +32,7 @@ type Config struct {
 	DNS      DNS      `toml:"dns"`
 	Verify   Verify   `toml:"verify"`
 	Operator Operator `toml:"operator"`
+	Secrets  Secrets  `toml:"secrets"`
 }
 
 type Store struct {
@@ -186,6 +187,17 @@ type Verify struct {
 	RetryInterval Duration `toml:"retry_interval"`
 }
 
+// Secrets is the operator key that seals secrets at rest (internal/seal):
+// server-held private keys, TOTP secrets, remote credentials.
+type Secrets struct {
+	// KeyFile: 32 random bytes, base64, mode 0600; empty means
+	// DATA_DIR/secrets.key. Created at first start on the embedded store;
+	// on Cassandra every process must be given the same file.
+	KeyFile string `toml:"key_file"`
+	// PreviousKeyFiles still open values sealed before a key rotation.
+	PreviousKeyFiles []string `toml:"previous_key_files"`
+}
+
 type Operator struct {
 	Listen string `toml:"listen"` // health and metrics; keep it off public interfaces
 }
@@ -293,6 +305,9 @@ func Load(path string, environ []string, sets []string) (Config, error) {
 	}
 	if c.Store.Path == "" {
 		c.Store.Path = filepath.Join(c.DataDir, "caliopen.db")
+	}
+	if c.Secrets.KeyFile == "" {
+		c.Secrets.KeyFile = filepath.Join(c.DataDir, "secrets.key")
 	}
 	return c, c.Validate()
 }

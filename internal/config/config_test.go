@@ -65,9 +65,11 @@ func TestExampleIsTheDefault(t *testing.T) {
 	got.Lookupd.Socketmap = Default().Lookupd.Socketmap
 	want := Default()
 	want.Store.Path = filepath.Join(want.DataDir, "caliopen.db")
+	want.Secrets.KeyFile = filepath.Join(want.DataDir, "secrets.key")
 	got.Lookupd.TCPTable = nil
 	got.Verify.TrustedARCSealers = nil
 	got.API.TrustedProxies = nil
+	got.Secrets.PreviousKeyFiles = nil
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("contrib/caliopen.toml differs from the defaults:\n got %+v\nwant %+v", got, want)
 	}
